@@ -1,0 +1,131 @@
+import threading
+import time
+
+import pytest
+
+from tests.unit.fakes import FakeDomInfo, FakeXenstore, write_pv_domain
+from xend_fastmig import drain
+from xend_fastmig.blockdevs import capture_block_devices
+from xend_fastmig.drain import DrainWaiter, test_device_complete as tdc
+from xend_fastmig.errors import DrainTimeout
+
+BACKEND = "/local/domain/0/backend/vbd/7/51712"
+
+
+def later(seconds, action):
+    timer = threading.Timer(seconds, action)
+    timer.start()
+    return timer
+
+
+def devices_of(store, **kwargs):
+    write_pv_domain(store, 7, **kwargs)
+    return capture_block_devices(store, 7, "/local/domain/7")[0]
+
+
+def test_no_block_devices_means_no_wait_and_no_watch(mocker):
+    store = mocker.Mock()
+    assert DrainWaiter(store, [], 5).wait() == []
+    assert not store.xswatch.called
+
+
+def test_backend_gone_confirms_a_classic_drain(store):
+    devices = devices_of(store)
+    later(0.05, lambda: store.remove(BACKEND))
+    confirmed = DrainWaiter(store, devices, 5).wait()
+    assert [(name, how) for name, how, _ in confirmed] == [
+        ("vbd/51712", "backend-gone")]
+    assert confirmed[0][2] >= 0.04
+    assert store.active_watches() == 0
+
+
+def test_shutdown_done_confirms_a_protocol_drain(store):
+    devices = devices_of(store, protocol=True)
+    later(0.05, lambda: store.write(BACKEND + "/shutdown-done", ""))
+    confirmed = DrainWaiter(store, devices, 5).wait()
+    assert confirmed[0][1] == "shutdown-done"
+
+
+def test_state_closed_is_not_a_drain(store):
+    devices = devices_of(store)
+    later(0.02, lambda: store.write(BACKEND + "/state", "6"))
+    with pytest.raises(DrainTimeout) as info:
+        DrainWaiter(store, devices, 0.3).wait()
+    assert info.value.busy == ["vbd/51712"]
+    assert "vbd/51712" in str(info.value)
+
+
+def test_timeout_names_only_the_busy_devices(store):
+    devices = devices_of(store, vbds=(51712, 51728), taps=(51744,))
+    store.remove(BACKEND)
+    started = time.time()
+    with pytest.raises(DrainTimeout) as info:
+        DrainWaiter(store, devices, 0.2).wait()
+    assert 0.2 <= time.time() - started < 1.0
+    assert info.value.busy == ["vbd/51728", "tap/51744"]
+
+
+def test_without_watches_it_polls(mocker):
+    store = FakeXenstore(watches=False)
+    devices = devices_of(store)
+    later(0.05, lambda: store.remove(BACKEND))
+    confirmed = DrainWaiter(store, devices, 5).wait()
+    assert confirmed[0][1] == "backend-gone"
+
+
+def test_a_failing_watch_registration_falls_back_to_polling(store, mocker,
+                                                            xend_log):
+    devices = devices_of(store)
+    store.xswatch = mocker.Mock(side_effect=RuntimeError(13, "denied"))
+    later(0.05, lambda: store.remove(BACKEND))
+    assert DrainWaiter(store, devices, 5).wait()[0][1] == "backend-gone"
+    assert "polling" in xend_log.text
+
+
+def test_wakeup_is_prompt(store):
+    """The waiter wakes within a few ms (Python 2's Event.wait would not)."""
+    devices = devices_of(store)
+    gone = []
+
+    def remove():
+        gone.append(time.time())
+        store.remove(BACKEND)
+    later(0.1, remove)
+    DrainWaiter(store, devices, 5).wait()
+    assert time.time() - gone[0] < 0.02
+
+
+def test_a_late_watch_callback_is_harmless():
+    wakeup = drain._Wakeup()
+    wakeup.close()
+    assert wakeup.poke("/some/path") is False
+
+
+def test_stock_mode_waits_for_dom0_backends_including_tap(store):
+    write_pv_domain(store, 7, vbds=(51712,), taps=(51744,))
+    dominfo = FakeDomInfo(store)
+    tap = "/local/domain/0/backend/tap/7/51744"
+    later(0.05, lambda: store.remove(BACKEND))
+    later(0.1, lambda: store.remove(tap))
+    confirmed = tdc(dominfo, store)
+    assert sorted(name for name, _, _ in confirmed) == ["tap/51744",
+                                                        "vbd/51712"]
+
+
+def test_stock_mode_gives_up_quietly_like_stock(store, xend_log):
+    write_pv_domain(store, 7)
+    assert tdc(FakeDomInfo(store), store, timeout=0.1) == []
+    assert "hit max loop timeout" in xend_log.text
+
+
+def test_stock_mode_with_a_cleared_domid_has_nothing_to_wait_for(store):
+    write_pv_domain(store, 7)
+    dominfo = FakeDomInfo(store)
+    dominfo.domid = None
+    assert tdc(dominfo, store, timeout=5) == []
+
+
+def test_io_done_mode_raises_on_timeout(store):
+    write_pv_domain(store, 7)
+    with pytest.raises(DrainTimeout):
+        tdc(FakeDomInfo(store), store, io_done=True, timeout=0.1)

@@ -1,0 +1,134 @@
+import socket
+import threading
+import time
+
+import pytest
+
+from xend_fastmig.errors import TargetFailed
+from xend_fastmig.verdict import (ERR, MAX_REPLY_BYTES, OK, UNKNOWN,
+                                  parse_verdict, peek_for_failure,
+                                  read_reply, read_verdict)
+
+
+@pytest.mark.parametrize("text,kind", [
+    ("(ok)\n", OK),
+    ("(ok)", OK),
+    ('(err (type "<class XendError>") (value "Restore failed"))\n', ERR),
+    ('(err (value "a ) inside"))', ERR),
+    ("(ok 1)", UNKNOWN),
+    ("(okay)", UNKNOWN),
+    ("(error)", UNKNOWN),
+    ("(err (value x)", UNKNOWN),
+    ("(ready receive)", UNKNOWN),
+    ("ok", UNKNOWN),
+    ("", UNKNOWN),
+])
+def test_only_exact_ok_or_err_count(text, kind):
+    assert parse_verdict(text).kind == kind
+
+
+def test_peek_with_nothing_waiting_returns_nothing(socketpair):
+    source, target = socketpair
+    assert peek_for_failure(source) == ""
+
+
+def test_peek_sees_the_target_hang_up(socketpair):
+    source, target = socketpair
+    target.close()
+    with pytest.raises(TargetFailed) as info:
+        peek_for_failure(source)
+    assert "closed" in str(info.value)
+
+
+def test_peek_sees_an_error_verdict(socketpair):
+    source, target = socketpair
+    target.sendall(b'(err (type "x") (value "Restore failed"))\n')
+    with pytest.raises(TargetFailed) as info:
+        peek_for_failure(source)
+    assert "Restore failed" in str(info.value)
+
+
+def test_peek_returns_other_data_for_the_caller_to_log(socketpair):
+    source, target = socketpair
+    target.sendall(b"(hello)")
+    assert peek_for_failure(source) == "(hello)"
+
+
+def test_read_verdict_ok_in_pieces(socketpair):
+    source, target = socketpair
+
+    def answer():
+        target.sendall(b"(o")
+        time.sleep(0.05)
+        target.sendall(b"k)\n")
+    threading.Thread(target=answer).start()
+    assert read_verdict(source, 5).kind == OK
+
+
+def test_read_verdict_uses_what_was_peeked(socketpair):
+    source, target = socketpair
+    target.sendall(b"k)\n")
+    assert read_verdict(source, 5, already="(o").kind == OK
+
+
+def test_no_verdict_before_the_deadline_is_unknown(socketpair):
+    source, target = socketpair
+    started = time.time()
+    verdict = read_verdict(source, 0.2)
+    assert verdict.kind == UNKNOWN
+    assert "no reply within" in verdict.reason
+    assert 0.2 <= time.time() - started < 1.0
+
+
+def test_hang_up_without_verdict_is_unknown(socketpair):
+    source, target = socketpair
+    target.close()
+    verdict = read_verdict(source, 5)
+    assert verdict.kind == UNKNOWN
+    assert "without a reply" in verdict.reason
+
+
+def test_garbage_is_unknown_at_once(socketpair):
+    source, target = socketpair
+    target.sendall(b"HTTP/1.0 400 Bad Request\r\n")
+    started = time.time()
+    assert read_verdict(source, 5).kind == UNKNOWN
+    assert time.time() - started < 1.0
+
+
+def test_an_oversized_reply_is_unknown(socketpair):
+    source, target = socketpair
+
+    def flood():
+        try:
+            target.sendall(b"(" + b"x" * (MAX_REPLY_BYTES + 10))
+        except socket.error:
+            pass
+    threading.Thread(target=flood).start()
+    verdict = read_verdict(source, 5)
+    assert verdict.kind == UNKNOWN
+    assert "longer than" in verdict.reason
+
+
+def test_a_reset_connection_is_unknown():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    source = socket.create_connection(listener.getsockname())
+    target = listener.accept()[0]
+    import struct
+    target.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                      struct.pack("ii", 1, 0))
+    target.close()
+    try:
+        verdict = read_verdict(source, 5)
+        assert verdict.kind == UNKNOWN
+    finally:
+        source.close()
+        listener.close()
+
+
+def test_read_reply_returns_the_first_sexp(socketpair):
+    source, target = socketpair
+    target.sendall(b"(ready receive)\n(ok)")
+    assert read_reply(source, 5) == ("(ready receive)", "")

@@ -1,0 +1,228 @@
+"""Waiting until block backends have drained: our ``testDeviceComplete``.
+
+A backend has drained when it positively says so: ``shutdown-done`` for a
+backend speaking the shutdown-request protocol, or its directory gone for a
+classic 3.1 blkback (udev's hotplug cleanup removes it only after the
+kernel's unregister has waited for every in-flight request).  A backend
+``state`` of Closed is never taken as drained: blkback writes it before it
+drains.
+
+The wait is event driven.  One xenstore watch per backend pokes a pipe; the
+waiting thread sleeps in ``select`` on that pipe until the deadline.  A
+pipe, not ``threading.Event``: Python 2's ``Event.wait(timeout)`` polls
+with sleeps of up to 50 ms, which would put that much delay on every
+migration's blackout.
+"""
+
+import errno
+import fcntl
+import logging
+import os
+import sys
+import threading
+
+from xend_fastmig.blockdevs import BLOCK_CLASSES, BlockDevice, \
+     capture_block_devices
+from xend_fastmig.clock import monotonic, now
+from xend_fastmig.compat import select_readable
+from xend_fastmig.errors import DrainTimeout
+from xend_fastmig.store import backend_root
+
+__all__ = ["DrainWaiter", "test_device_complete", "MIGRATE_TIMEOUT",
+           "BACKEND_GONE", "SHUTDOWN_DONE", "dom0_block_backends"]
+
+log = logging.getLogger("xend")
+
+# Stock xend's limit on waiting for block backends during a migration.
+MIGRATE_TIMEOUT = 30.0
+
+BACKEND_GONE = "backend-gone"
+SHUTDOWN_DONE = "shutdown-done"
+
+# Used only where watches cannot be had.
+POLL_INTERVAL = 0.02
+# Even with watches, look again this often: inside xend all watch
+# callbacks share one thread, and a slow callback of someone else's must
+# not hold our wait hostage until the deadline.
+RECHECK_INTERVAL = 1.0
+
+
+class _Wakeup:
+    """A pipe that watch callbacks poke and the waiter sleeps on.
+
+    A callback may run after the waiter has finished (events already queued
+    are still delivered), so every poke first checks, under the lock,
+    whether the pipe is still open: a closed descriptor's number may by then
+    belong to someone else.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.read_fd, self.write_fd = os.pipe()
+        for fd in (self.read_fd, self.write_fd):
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        self.closed = False
+
+    def poke(self, *_ignored):
+        """Watch callback: never blocks; returns False once closed."""
+        self.lock.acquire()
+        try:
+            if self.closed:
+                return False
+            try:
+                os.write(self.write_fd, "x".encode("ascii"))
+            except OSError:
+                # A full pipe already holds a wake-up for the waiter.
+                if sys.exc_info()[1].errno != errno.EAGAIN:
+                    raise
+            return True
+        finally:
+            self.lock.release()
+
+    def wait(self, timeout):
+        """Sleep until poked or ``timeout`` seconds passed."""
+        if select_readable(self.read_fd, timeout):
+            try:
+                while os.read(self.read_fd, 4096):
+                    pass
+            except OSError:
+                if sys.exc_info()[1].errno != errno.EAGAIN:
+                    raise
+
+    def close(self):
+        self.lock.acquire()
+        try:
+            self.closed = True
+            os.close(self.read_fd)
+            os.close(self.write_fd)
+        finally:
+            self.lock.release()
+
+
+class DrainWaiter:
+    """Waits until every given block backend has confirmed its drain.
+
+    ``wait()`` returns a list of ``(device name, how confirmed, seconds)``
+    in the order the confirmations arrived, or raises ``DrainTimeout``
+    naming the devices still busy.  It never writes to the store and never
+    waits past its deadline (plus one store round trip).
+    """
+
+    def __init__(self, store, devices, timeout):
+        self.store = store
+        self.devices = list(devices)
+        self.timeout = timeout
+
+    def confirmation(self, device):
+        """How ``device`` has confirmed its drain, or None if it has not."""
+        if device.protocol:
+            if self.store.xstransact.Read(device.backend,
+                                          "shutdown-done") is not None:
+                return SHUTDOWN_DONE
+        if self.store.xstransact.Read(device.backend) is None:
+            return BACKEND_GONE
+        return None
+
+    def wait(self):
+        started = now()
+        deadline = monotonic() + self.timeout
+        pending = list(self.devices)
+        confirmed = []
+        if not pending:
+            return confirmed
+        wakeup = _Wakeup()
+        watches = []
+        try:
+            recheck = self._watch(pending, wakeup, watches)
+            while True:
+                still = []
+                for device in pending:
+                    how = self.confirmation(device)
+                    if how is None:
+                        still.append(device)
+                    else:
+                        confirmed.append((device.name(), how,
+                                          now() - started))
+                pending = still
+                if not pending:
+                    return confirmed
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    raise DrainTimeout([d.name() for d in pending],
+                                       self.timeout)
+                wakeup.wait(min(remaining, recheck))
+        finally:
+            for watch in watches:
+                try:
+                    watch.unwatch()
+                except Exception:
+                    # Already gone (its callback returned False): fine.
+                    pass
+            wakeup.close()
+
+    def _watch(self, devices, wakeup, watches):
+        """Watch every backend; return how long to sleep between looks."""
+        if self.store.xswatch is None:
+            return POLL_INTERVAL
+        try:
+            for device in devices:
+                watches.append(self.store.xswatch(device.backend,
+                                                  wakeup.poke))
+        except Exception:
+            log.warning("fastmig: cannot watch block backends (%s); "
+                        "polling every %d ms instead",
+                        sys.exc_info()[1], int(POLL_INTERVAL * 1000))
+            return POLL_INTERVAL
+        return RECHECK_INTERVAL
+
+
+def test_device_complete(dominfo, store, io_done=False, timeout=None,
+                         devices=None):
+    """Our fork of ``XendDomainInfo.testDeviceComplete``.
+
+    Without ``io_done``: stock semantics, for ``tap`` as well as ``vbd``:
+    wait until dom0's backend directories of the domain are gone, give up
+    after ``timeout`` (stock's 30 s) with a log line and return.
+
+    With ``io_done``: wait until every block backend of the domain (the
+    given ``devices``, else those found now) has confirmed its drain; raise
+    ``DrainTimeout`` naming the busy ones when ``timeout`` runs out.
+    """
+    if timeout is None:
+        timeout = MIGRATE_TIMEOUT
+    domid = dominfo.getDomid()
+    if devices is None:
+        if io_done:
+            devices, problems = capture_block_devices(store, domid,
+                                                      dominfo.dompath)
+            for problem in problems:
+                log.warning("fastmig: %s", problem)
+        else:
+            devices = dom0_block_backends(store, domid)
+    waiter = DrainWaiter(store, devices, timeout)
+    if io_done:
+        return waiter.wait()
+    try:
+        return waiter.wait()
+    except DrainTimeout:
+        log.info("Dev still active but hit max loop timeout: %s",
+                 sys.exc_info()[1])
+        return []
+
+
+def dom0_block_backends(store, domid):
+    """dom0's block backends of ``domid``, judged by the classic criterion."""
+    if domid is None:
+        log.warning("fastmig: no domid left to find block backends by; "
+                    "nothing to wait for")
+        return []
+    devices = []
+    for devclass in BLOCK_CLASSES:
+        root = backend_root(0, devclass, domid)
+        for devid in store.xstransact.List(root):
+            # Classic criterion only: without io_done nobody asked for
+            # shutdown-done.
+            devices.append(BlockDevice(devclass, devid,
+                                       "%s/%s" % (root, devid), 0))
+    return devices
