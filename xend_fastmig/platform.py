@@ -29,13 +29,12 @@ class XendPlatform:
         return sxp.to_string(dominfo.sxpr())
 
     def run_xc_save(self, fd, dominfo, live, hvm, on_suspend):
-        import string
         import xen.util.auxbin
         from xen.xend.XendCheckpoint import forkHelper, XC_SAVE
         cmd = [xen.util.auxbin.pathTo(XC_SAVE), str(fd),
                str(dominfo.getDomid()), "0", "0",
                str(int(live) | (int(hvm) << 2))]
-        log.debug("[xc_save]: %s", string.join(cmd))
+        log.debug("[xc_save]: %s", " ".join(cmd))
 
         def answer(line, tochild):
             if line == "suspend":
