@@ -21,11 +21,15 @@ log = logging.getLogger("xend")
 # testDeviceComplete forgot them.
 BLOCK_CLASSES = ("vbd", "tap")
 
-_BACKEND_PATH = re.compile(r"^/local/domain/(\d+)/backend/[^/]+/\d+/[^/]+$")
+_BACKEND_PATH = re.compile(r"^/local/domain/(\d+)/backend/([^/]+)/\d+/[^/]+$")
 
 
 class BlockDevice:
     """One block device: where its backend lives and how it reports a drain.
+
+    ``devclass`` is the backend's class: a blktap device has its frontend
+    under ``device/vbd`` like any disk, but its backend under
+    ``backend/tap``.
 
     ``protocol`` is True when the backend domain implements the
     shutdown-request protocol (it then writes ``shutdown-done``).
@@ -93,8 +97,13 @@ def capture_block_devices(store, domid, dompath):
                                 % (frontend, backend))
                 continue
             backend_domid = int(match.group(1))
-            device = BlockDevice(devclass, devid, backend, backend_domid,
-                                 frontend, protocol(backend_domid))
+            if match.group(2) not in BLOCK_CLASSES:
+                problems.append("%s names a backend of unknown class %r"
+                                % (frontend, match.group(2)))
+                continue
+            device = BlockDevice(match.group(2), devid, backend,
+                                 backend_domid, frontend,
+                                 protocol(backend_domid))
             devices.append(device)
             by_backend[backend] = device
 

@@ -63,13 +63,19 @@ class _Wakeup:
             flags = fcntl.fcntl(fd, fcntl.F_GETFL)
             fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
         self.closed = False
+        self.changed = {}
 
-    def poke(self, *_ignored):
-        """Watch callback: never blocks; returns False once closed."""
+    def poke(self, _path, key=None):
+        """Watch callback: never blocks; returns False once closed.
+
+        ``key`` (the watch's extra argument) is remembered so the waiter
+        re-reads only what changed.
+        """
         self.lock.acquire()
         try:
             if self.closed:
                 return False
+            self.changed[key] = True
             try:
                 os.write(self.write_fd, "x".encode("ascii"))
             except OSError:
@@ -81,7 +87,10 @@ class _Wakeup:
             self.lock.release()
 
     def wait(self, timeout):
-        """Sleep until poked or ``timeout`` seconds passed."""
+        """Sleep until poked or ``timeout`` seconds passed.
+
+        Returns the keys poked since the last call (empty on a timeout).
+        """
         if select_readable(self.read_fd, timeout):
             try:
                 while os.read(self.read_fd, 4096):
@@ -89,6 +98,13 @@ class _Wakeup:
             except OSError:
                 if sys.exc_info()[1].errno != errno.EAGAIN:
                     raise
+        self.lock.acquire()
+        try:
+            changed = self.changed
+            self.changed = {}
+        finally:
+            self.lock.release()
+        return changed
 
     def close(self):
         self.lock.acquire()
@@ -135,9 +151,13 @@ class DrainWaiter:
         watches = []
         try:
             recheck = self._watch(pending, wakeup, watches)
+            to_check = pending
             while True:
                 still = []
                 for device in pending:
+                    if device not in to_check:
+                        still.append(device)
+                        continue
                     how = self.confirmation(device)
                     if how is None:
                         still.append(device)
@@ -151,7 +171,12 @@ class DrainWaiter:
                 if remaining <= 0:
                     raise DrainTimeout([d.name() for d in pending],
                                        self.timeout)
-                wakeup.wait(min(remaining, recheck))
+                changed = wakeup.wait(min(remaining, recheck))
+                if watches and changed:
+                    # Only the backends whose watch fired can have changed.
+                    to_check = [d for d in pending if d.backend in changed]
+                else:
+                    to_check = pending
         finally:
             for watch in watches:
                 try:
@@ -168,7 +193,8 @@ class DrainWaiter:
         try:
             for device in devices:
                 watches.append(self.store.xswatch(device.backend,
-                                                  wakeup.poke))
+                                                  wakeup.poke,
+                                                  device.backend))
         except Exception:
             log.warning("fastmig: cannot watch block backends (%s); "
                         "polling every %d ms instead",

@@ -19,7 +19,7 @@ import socket
 import sys
 
 from xend_fastmig.blockdevs import capture_block_devices
-from xend_fastmig.clock import now
+from xend_fastmig.clock import monotonic, now
 from xend_fastmig.drain import DrainWaiter, dom0_block_backends
 from xend_fastmig.errors import DrainTimeout, TargetFailed
 from xend_fastmig.release import release_devices
@@ -61,6 +61,8 @@ class HandoverReport:
         self.reason = ""
         self.phases = []
         self.devices = []
+        # monotonic() when the target was released (None: never).
+        self.unleashed_at = None
 
     def phase(self, name, seconds):
         self.phases.append((name, seconds))
@@ -237,6 +239,7 @@ class Handover:
 
     def _unleash(self):
         phase = _Phase(self.report, "unleash")
+        self.report.unleashed_at = monotonic()
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except socket.error:

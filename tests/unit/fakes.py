@@ -219,8 +219,12 @@ def write_pv_domain(store, domid, vbds=(51712,), taps=(), vifs=(0,),
     dompath = "/local/domain/%d" % domid
     store.write(dompath + "/vm", "/vm/uuid-%d" % domid)
     for devclass, devids in (("vbd", vbds), ("tap", taps), ("vif", vifs)):
+        # 3.1's blktap frontends live under device/vbd like any disk.
+        frontclass = devclass
+        if devclass == "tap":
+            frontclass = "vbd"
         for devid in devids:
-            front = "%s/device/%s/%s" % (dompath, devclass, devid)
+            front = "%s/device/%s/%s" % (dompath, frontclass, devid)
             back = "/local/domain/%d/backend/%s/%d/%s" % (
                 backend_domid, devclass, domid, devid)
             store.write(front + "/backend", back)

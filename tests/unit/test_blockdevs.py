@@ -61,3 +61,19 @@ def test_a_strange_backend_path_is_a_problem(store):
 def store_domain(store, **kwargs):
     from tests.unit.fakes import write_pv_domain
     return write_pv_domain(store, 7, **kwargs)
+
+
+def test_a_tap_frontend_under_vbd_is_named_by_its_backend(store):
+    dompath = store_domain(store, vbds=(), taps=(51744,), vifs=())
+    assert store.list(dompath + "/device") == ["vbd"]
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert [d.name() for d in devices] == ["tap/51744"]
+    assert devices[0].frontend == dompath + "/device/vbd/51744"
+
+
+def test_a_backend_of_another_class_is_a_problem(store):
+    dompath = store_domain(store, vbds=())
+    store.write(dompath + "/device/vbd/51712/backend",
+                "/local/domain/0/backend/vif/7/51712")
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert "unknown class 'vif'" in problems[0]

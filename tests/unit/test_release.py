@@ -38,7 +38,7 @@ def test_tap_devices_are_released_like_vbds(store):
     write_pv_domain(store, 7, vbds=(), taps=(51744,), vifs=())
     release_devices(FakeDomInfo(store), store, force=True)
     assert store.read("/local/domain/0/backend/tap/7/51744/online") == "0"
-    assert store.read("/local/domain/7/device/tap/51744") is None
+    assert store.read("/local/domain/7/device/vbd/51744") is None
 
 
 def test_other_devices_go_through_stock_forced_destroy(store):
