@@ -34,7 +34,9 @@ def fast_migration_enabled():
 
 
 def domain_migrate(xd, domid, dst, live, resource, port):
-    return migrate.domain_migrate(xd, domid, dst, live, resource, port)
+    """Returns None, as stock does: xend hands the return value to its
+    XML-RPC server, which cannot marshal a report."""
+    migrate.domain_migrate(xd, domid, dst, live, resource, port)
 
 
 def release_devices(dominfo, suspend, force):

@@ -146,3 +146,11 @@ def test_hook_off_when_xend_options_cannot_be_had(mocker):
     mocker.patch.object(xend_hooks, "_options",
                         side_effect=ImportError("no xen"))
     assert xend_hooks.fast_migration_enabled() is False
+
+
+def test_the_migrate_hook_returns_none_for_xmlrpc(mocker):
+    """xend returns domain_migrate's value over XML-RPC: it must be None."""
+    fork = mocker.patch.object(xend_hooks.migrate, "domain_migrate",
+                               return_value=object())
+    assert xend_hooks.domain_migrate("xd", 5, "dst", True, 0, 0) is None
+    fork.assert_called_once_with("xd", 5, "dst", True, 0, 0)
