@@ -1,0 +1,7 @@
+"""Behaviour models of a Xen 3.1 dom0 around a migrating guest.
+
+* ``blkback``: block backend actors (stock 3.1 blkback/blktap + udev,
+  shutdown-request speaking, hung) driven by xenstore alone;
+* ``guest``: a 3.1 PV domain's xenstore layout and a ``XendDomainInfo``
+  model with the surface the handover uses.
+"""

@@ -1,0 +1,735 @@
+"""A Xen 3.1 PV domain as xend and the drivers leave it in xenstore, and a
+model of xend 3.1's ``XendDomainInfo`` around a migration.
+
+``write_domain_layout`` writes what a running 3.1 PV guest looks like once
+xend created its devices, the hotplug scripts ran and both driver ends
+connected.  ``ModelDomainInfo`` has exactly the dominfo surface the core
+uses (docs/architecture.md, "The dominfo surface") and does on the store
+what xend 3.1.0 does (``tools/python/xen/xend/XendDomainInfo.py``,
+``server/DevController.py``, ``server/BlktapController.py``), recording
+when each step happened so a rehearsal can check the order.
+
+Everything goes through the store handle (``.xstransact`` / ``.xswatch``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid as uuidlib
+from typing import Callable
+
+__all__ = [
+    "VmError",
+    "DeviceLayout",
+    "DomainLayout",
+    "write_domain_layout",
+    "write_devices",
+    "vbd_devid",
+    "ModelXendConfig",
+    "ModelImage",
+    "ModelDevController",
+    "ModelDomainInfo",
+    "MIGRATE_TIMEOUT",
+    "VALID_DEVICES",
+]
+
+log = logging.getLogger(__name__)
+
+MIGRATE_TIMEOUT = 30.0
+# XendDevices.valid_devices() in 3.1: the classes _releaseDevices walks.
+VALID_DEVICES = ("vbd", "vif", "vtpm", "pci", "ioports", "irq", "usb",
+                 "tap", "vfb", "vkbd", "console")
+_XVD_MAJOR = 202
+_CLOSING = "5"
+
+
+class VmError(Exception):
+    """xend's VmError, as DevController raises it."""
+
+
+# ---------------------------------------------------------------------------
+# the layout
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DeviceLayout:
+    """Where one device lives in the store."""
+
+    devclass: str          # "vbd", "tap" or "vif"
+    devid: int
+    frontend: str          # /local/domain/<domid>/device/<vbd|vif>/<devid>
+    backend: str           # /local/domain/<b>/backend/<cls>/<domid>/<devid>
+    vm_device: str         # /vm/<uuid>/device/<cls>/<devid>
+    dev: str | None = None  # guest name ("xvda") for disks
+    spec: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class DomainLayout:
+    """What ``write_domain_layout`` wrote."""
+
+    domid: int
+    name: str
+    uuid: str
+    dompath: str
+    vmpath: str
+    backend_domid: int
+    devices: list[DeviceLayout]
+
+    def of_class(self, devclass: str) -> list[DeviceLayout]:
+        return [d for d in self.devices if d.devclass == devclass]
+
+    @property
+    def vbds(self) -> list[DeviceLayout]:
+        return self.of_class("vbd")
+
+    @property
+    def taps(self) -> list[DeviceLayout]:
+        return self.of_class("tap")
+
+    @property
+    def vifs(self) -> list[DeviceLayout]:
+        return self.of_class("vif")
+
+    @property
+    def block_devices(self) -> list[DeviceLayout]:
+        return [d for d in self.devices if d.devclass in ("vbd", "tap")]
+
+    def device(self, devclass: str, devid: int) -> DeviceLayout:
+        for d in self.devices:
+            if d.devclass == devclass and d.devid == int(devid):
+                return d
+        raise KeyError("%s/%s" % (devclass, devid))
+
+
+def vbd_devid(index: int) -> int:
+    """Linux's device number of xvd<a+index>: 202*256 + 16*index."""
+    return _XVD_MAJOR * 256 + 16 * index
+
+
+def _disk_spec(item, index: int, devclass: str) -> dict:
+    """Normalise a vbd/tap description into xend's config keys."""
+    if isinstance(item, dict):
+        spec = dict(item)
+    else:
+        spec = {"uname": str(item)}
+    spec.setdefault("dev", "xvd%s" % chr(ord("a") + index))
+    spec.setdefault("mode", "w")
+    if "uname" not in spec:
+        params = spec.get("params", "/dev/null")
+        spec["uname"] = "%s:%s" % ("tap" if devclass == "tap" else "phy",
+                                   params)
+    if ":" not in spec["uname"]:
+        prefix = "tap:aio" if devclass == "tap" else "phy"
+        spec["uname"] = "%s:%s" % (prefix, spec["uname"])
+    typ, params = spec["uname"].split(":", 1)
+    spec.setdefault("type", typ)
+    spec.setdefault("params", params)
+    return spec
+
+
+def _vif_spec(item, index: int, domid: int) -> dict:
+    spec = dict(item) if isinstance(item, dict) else {}
+    if isinstance(item, str):
+        spec["mac"] = item
+    spec.setdefault("mac", "00:16:3e:%02x:%02x:%02x" % (
+        (domid >> 8) & 0x7f, domid & 0xff, index & 0xff))
+    spec.setdefault("bridge", "xenbr0")
+    spec.setdefault("script", "vif-bridge")
+    spec.setdefault("type", "netfront")
+    return spec
+
+
+def _write_all(store, base: str, values: dict) -> None:
+    write = store.xstransact.Write
+    for key, value in values.items():
+        write(base, key, str(value))
+
+
+def write_devices(store, domid: int, uuid: str, vbds=(), taps=(), vifs=(),
+                  backend_domid: int = 0) -> list[DeviceLayout]:
+    """Write the devices of a running 3.1 PV domain; return where they are.
+
+    Disks (vbds, then taps) take xvda, xvdb, ... unless a spec names its
+    ``dev``; a tap's frontend lives under ``device/vbd`` as blkfront and
+    3.1's BlktapController have it.  vifs are numbered 0, 1, ...
+    A spec is a uname/path string or a dict of xend's config keys.
+    """
+    dompath = "/local/domain/%d" % domid
+    vmpath = "/vm/%s" % uuid
+    backhome = "/local/domain/%d" % backend_domid
+    name_of = store.xstransact.Read(dompath, "name") or ""
+    devices: list[DeviceLayout] = []
+
+    disks = [("vbd", v) for v in vbds] + [("tap", t) for t in taps]
+    for index, (devclass, item) in enumerate(disks):
+        spec = _disk_spec(item, index, devclass)
+        devid = int(spec.get("devid", _parse_xvd(spec["dev"])))
+        frontend = "%s/device/vbd/%d" % (dompath, devid)
+        backend = "%s/backend/%s/%d/%d" % (backhome, devclass, domid, devid)
+        vm_device = "%s/device/%s/%d" % (vmpath, devclass, devid)
+        # Backend first: blkback probes from it and reads the frontend.
+        _write_all(store, backend, {
+            "domain": name_of,
+            "frontend": frontend,
+            "frontend-id": domid,
+            "dev": spec["dev"],
+            "type": spec["type"],
+            "params": spec["params"],
+            "mode": spec["mode"],
+            "online": 1,
+            "state": 4,
+            "hotplug-status": "connected",
+            "physical-device": "%x:%x" % (253, index),
+            "feature-barrier": 1,
+            "sectors": spec.get("sectors", 2097152),
+            "info": 0,
+            "sector-size": 512,
+        })
+        _write_all(store, frontend, {
+            "backend": backend,
+            "backend-id": backend_domid,
+            "virtual-device": devid,
+            "device-type": spec.get("device_type", "disk"),
+            "ring-ref": 8 + index,
+            "event-channel": 10 + index,
+            "state": 4,
+        })
+        _write_all(store, vm_device, {
+            "dev": spec["dev"], "uname": spec["uname"], "mode": spec["mode"]})
+        devices.append(DeviceLayout(devclass, devid, frontend, backend,
+                                    vm_device, spec["dev"], spec))
+
+    for devid, item in enumerate(vifs):
+        spec = _vif_spec(item, devid, domid)
+        frontend = "%s/device/vif/%d" % (dompath, devid)
+        backend = "%s/backend/vif/%d/%d" % (backhome, domid, devid)
+        vm_device = "%s/device/vif/%d" % (vmpath, devid)
+        # netif.py writes these under /vm while computing the details.
+        _write_all(store, vm_device, {
+            "script": spec["script"], "mac": spec["mac"],
+            "type": spec["type"], "bridge": spec["bridge"]})
+        _write_all(store, backend, {
+            "domain": name_of,
+            "frontend": frontend,
+            "frontend-id": domid,
+            "script": "/etc/xen/scripts/%s" % spec["script"],
+            "mac": spec["mac"],
+            "bridge": spec["bridge"],
+            "type": spec["type"],
+            "handle": devid,
+            "online": 1,
+            "state": 4,
+            "hotplug-status": "connected",
+            "feature-sg": 1,
+            "feature-gso-tcpv4": 1,
+            "feature-rx-copy": 1,
+        })
+        _write_all(store, frontend, {
+            "backend": backend,
+            "backend-id": backend_domid,
+            "handle": devid,
+            "mac": spec["mac"],
+            "tx-ring-ref": 100 + 2 * devid,
+            "rx-ring-ref": 101 + 2 * devid,
+            "event-channel": 20 + devid,
+            "request-rx-copy": 1,
+            "state": 4,
+        })
+        devices.append(DeviceLayout("vif", devid, frontend, backend,
+                                    vm_device, None, spec))
+    if vifs:
+        store.xstransact.Write("%s/device-misc/vif" % dompath,
+                               "nextDeviceID", str(len(vifs)))
+    return devices
+
+
+def _parse_xvd(dev: str) -> int:
+    name = dev.split("/")[-1]
+    if name.startswith("xvd") and len(name) >= 4 and name[3].isalpha():
+        return vbd_devid(ord(name[3]) - ord("a")) + int(name[4:] or 0)
+    if name.isdigit():
+        return int(name)
+    raise ValueError("cannot number disk %r" % dev)
+
+
+def _write_domain_details(store, domid: int, name: str, uuid: str,
+                          memory_mb: int = 1024, store_port: int = 1,
+                          console_port: int = 2) -> None:
+    dompath = "/local/domain/%d" % domid
+    vmpath = "/vm/%s" % uuid
+    _write_all(store, vmpath, {
+        "uuid": uuid, "name": name, "memory": memory_mb, "maxmem": memory_mb,
+        "vcpus": 1, "vcpu_avail": 1, "on_poweroff": "destroy",
+        "on_reboot": "restart", "on_crash": "restart",
+        "xend/restart_count": 0,
+    })
+    _write_all(store, dompath, {
+        "vm": vmpath,
+        "name": name,
+        "domid": domid,
+        "memory/target": memory_mb * 1024,
+        "console/port": console_port,
+        "console/ring-ref": 1000 + domid,
+        "console/limit": 1048576,
+        "store/port": store_port,
+        "store/ring-ref": 2000 + domid,
+        "cpu/0/availability": "online",
+        "control/platform-feature-multiprocessor-suspend": 1,
+    })
+
+
+def write_domain_layout(store, domid: int, name: str, uuid: str, vbds=(),
+                        taps=(), vifs=(), backend_domid: int = 0,
+                        memory_mb: int = 1024) -> DomainLayout:
+    """Write a running 3.1 PV domain (domain, /vm and devices).
+
+    Returns the ``DomainLayout``.  Overwrites keys already there; never
+    removes anything.
+    """
+    _write_domain_details(store, domid, name, uuid, memory_mb)
+    devices = write_devices(store, domid, uuid, vbds, taps, vifs,
+                            backend_domid)
+    return DomainLayout(domid, name, uuid, "/local/domain/%d" % domid,
+                        "/vm/%s" % uuid, backend_domid, devices)
+
+
+# ---------------------------------------------------------------------------
+# xend's objects
+# ---------------------------------------------------------------------------
+
+class ModelXendConfig(dict):
+    """The bits of XendConfig the handover reads."""
+
+    def __init__(self, *args, hvm: bool = False, notes: dict | None = None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self._hvm = hvm
+        self._notes = dict(notes or {})
+
+    def is_hvm(self) -> bool:
+        return self._hvm
+
+    def get_notes(self) -> dict:
+        return self._notes
+
+
+class ModelImage:
+    """An HVM image: ``destroy(suspend)`` stops qemu-dm (recorded only)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.destroyed: list[tuple[float, bool]] = []
+        self.device_model_created: list[float] = []
+
+    def destroy(self, suspend: bool = False) -> None:
+        self.destroyed.append((self.clock(), bool(suspend)))
+
+    def createDeviceModel(self) -> None:
+        self.device_model_created.append(self.clock())
+
+
+class ModelDevController:
+    """3.1's DevController for one class (blkif/Blktap/netif rules)."""
+
+    def __init__(self, vm: "ModelDomainInfo", deviceClass: str):
+        self.vm = vm
+        self.deviceClass = deviceClass
+
+    @property
+    def _xst(self):
+        return self.vm.store.xstransact
+
+    def frontendRoot(self) -> str:
+        # BlktapController: tap frontends are blkfront's, under device/vbd.
+        cls = "vbd" if self.deviceClass == "tap" else self.deviceClass
+        return "%s/device/%s" % (self.vm.getDomainPath(), cls)
+
+    def frontendPath(self, devid) -> str:
+        return "%s/%d" % (self.frontendRoot(), int(devid))
+
+    def backendRoot(self) -> str:
+        """Like 3.1: assumes dom0 is the backend, and uses the *current*
+        domid (None once the domain was destroyed)."""
+        return "/local/domain/0/backend/%s/%s" % (self.deviceClass,
+                                                  self.vm.getDomid())
+
+    def deviceIDs(self, transaction=None) -> list[int]:
+        root = self.backendRoot()
+        if transaction is not None:
+            return [int(x.split("/")[-1]) for x in transaction.list(root)]
+        return [int(x) for x in self._xst.List(root)]
+
+    def readBackend(self, devid, *args):
+        backpath = self._xst.Read(self.frontendPath(devid), "backend")
+        if not backpath:
+            raise VmError("Device %s not connected" % devid)
+        return self._xst.Read(backpath, *args)
+
+    def writeBackend(self, devid, key: str, value: str) -> None:
+        backpath = self._xst.Read(self.frontendPath(devid), "backend")
+        if not backpath:
+            raise VmError("Device %s not connected" % devid)
+        self._xst.Write(backpath, key, value)
+
+    def destroyDevice(self, devid, force: bool) -> None:
+        """online=0, then state=Closing; with ``force`` also remove the
+        backend (named by the frontend) and the frontend; always remove
+        ``/vm/<uuid>/device/<cls>/<devid>``.  Raises VmError when the
+        frontend has no ``backend`` key, as 3.1 does."""
+        self.vm._record("destroyDevice", self.deviceClass, devid, force)
+        try:
+            devid = int(devid)
+        except ValueError:
+            if self.deviceClass not in ("vbd", "tap"):
+                raise
+            devid = self._devid_of_name(devid)
+        self.writeBackend(devid, "online", "0")
+        self.writeBackend(devid, "state", _CLOSING)
+        if force:
+            frontpath = self.frontendPath(devid)
+            backpath = self._xst.Read(frontpath, "backend")
+            if backpath:
+                self._xst.Remove(backpath)
+            self._xst.Remove(frontpath)
+        self.vm._removeVm("device/%s/%d" % (self.deviceClass, devid))
+
+    def _devid_of_name(self, name: str) -> int:
+        end = name.split("/")[-1]
+        for i in self.deviceIDs():
+            d = self.readBackend(i, "dev")
+            if d == name or d == end:
+                return i
+        raise VmError("Device %s not connected" % name)
+
+
+class ModelDomainInfo:
+    """xend 3.1.0's XendDomainInfo, as far as a migration touches it.
+
+    Builds on a store handle and, unless ``write_layout`` is False, writes
+    the domain's layout at construction.  ``destroyDomain`` takes
+    ``memory_gb * destroy_seconds_per_gb`` seconds and then clears the
+    domid *before* releasing devices (3.1.0's bug that makes the stock
+    ``testDeviceComplete`` vacuous).  ``hooks`` (optional) stands for the
+    patched xend: an object with ``release_devices(dominfo, suspend,
+    force)`` and ``test_device_complete(dominfo, io_done)`` called when
+    ``force`` / ``io_done`` is true, exactly where the patch series hooks.
+
+    State: ``state`` in running / suspended / destroyed / resumed;
+    ``times`` maps events to monotonic times; ``calls`` lists
+    ``(t, name, args)`` of every surface method called.
+    """
+
+    def __init__(self, store, domid: int, name: str, uuid: str | None = None,
+                 *, vbds=(), taps=(), vifs=(), backend_domid: int = 0,
+                 memory_gb: float = 1.0, destroy_seconds_per_gb: float = 0.0,
+                 notes: dict | None = None, hvm: bool = False,
+                 write_layout: bool = True, suspend_delay: float = 0.0,
+                 migrate_timeout: float = MIGRATE_TIMEOUT, hooks=None,
+                 on_suspend: Callable[[float], object] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.store = store
+        self.domid = domid
+        self.uuid = uuid or str(uuidlib.uuid4())
+        self.dompath = "/local/domain/%d" % domid
+        self.vmpath = "/vm/%s" % self.uuid
+        self.backend_domid = backend_domid
+        self.memory_gb = memory_gb
+        self.destroy_seconds_per_gb = destroy_seconds_per_gb
+        self.suspend_delay = suspend_delay
+        self.migrate_timeout = migrate_timeout
+        self.hooks = hooks
+        self.clock = clock
+        self.info = ModelXendConfig(
+            {"name_label": name, "uuid": self.uuid,
+             "memory_dynamic_max": int(memory_gb * 1024 ** 3)},
+            hvm=hvm, notes=notes)
+        self.image = ModelImage(clock) if hvm else None
+        self.device_specs = {"vbds": tuple(vbds), "taps": tuple(taps),
+                             "vifs": tuple(vifs)}
+        self.suspend_listeners: list[Callable[[float], object]] = []
+        if on_suspend is not None:
+            self.suspend_listeners.append(on_suspend)
+
+        self._lock = threading.Condition()
+        self._state = "running"
+        self._suspend_due: float | None = None
+        self.times: dict[str, float] = {"running": clock()}
+        self.calls: list[tuple[float, str, tuple]] = []
+        self.migrate_calls: list[tuple] = []
+        self.resume_path: str | None = None
+        self.resume_error: BaseException | None = None
+        self.destroyed_domid: int | None = None
+        self.store_port = 1
+        self.console_port = 2
+        self._next_port = 3
+        self._controllers: dict[str, ModelDevController] = {}
+        self.layout: DomainLayout | None = None
+        if write_layout:
+            self.layout = write_domain_layout(
+                store, domid, name, self.uuid, vbds, taps, vifs,
+                backend_domid, memory_mb=int(memory_gb * 1024))
+
+    # ---- bookkeeping ------------------------------------------------------
+
+    def _record(self, name: str, *args) -> None:
+        self.calls.append((self.clock(), name, args))
+
+    def called(self, name: str) -> list[tuple[float, str, tuple]]:
+        return [c for c in self.calls if c[1] == name]
+
+    @property
+    def state(self) -> str:
+        self._settle()
+        with self._lock:
+            return self._state
+
+    def _set_state(self, state: str, t: float | None = None) -> float:
+        t = self.clock() if t is None else t
+        with self._lock:
+            self._state = state
+            self.times[state] = t
+            self._lock.notify_all()
+        return t
+
+    def _settle_locked(self) -> float | None:
+        """Turn a due suspension into the suspended state; return when."""
+        if (self._state == "running" and self._suspend_due is not None
+                and self.clock() >= self._suspend_due):
+            t = self.clock()
+            self._state = "suspended"
+            self.times["suspended"] = t
+            self._suspend_due = None
+            self._lock.notify_all()
+            return t
+        return None
+
+    def _settle(self) -> None:
+        with self._lock:
+            t = self._settle_locked()
+        if t is not None:
+            for listener in list(self.suspend_listeners):
+                listener(t)
+
+    # ---- the dominfo surface ------------------------------------------------
+
+    def getDomid(self):
+        return self.domid
+
+    def getName(self) -> str:
+        return self.info["name_label"]
+
+    def setName(self, name: str) -> None:
+        self._record("setName", name)
+        self.info["name_label"] = name
+        self.store.xstransact.Write(self.vmpath, "name", name)
+
+    def getDomainPath(self) -> str:
+        return self.dompath
+
+    def getVmPath(self) -> str:
+        return self.vmpath
+
+    def shutdown(self, reason: str) -> None:
+        """Ask the guest to shut down; ``suspend`` suspends it after
+        ``suspend_delay`` (then the suspend listeners are called)."""
+        self._record("shutdown", reason)
+        if self.state != "running":
+            raise RuntimeError("Domain cannot be shutdown")
+        self.times["shutdown_requested"] = self.clock()
+        self._removeVm("xend/previous_restart_time")
+        self.store.xstransact.Write(self.dompath + "/control", "shutdown",
+                                    reason)
+        if reason == "suspend":
+            with self._lock:
+                self._suspend_due = self.clock() + self.suspend_delay
+            self._settle()
+
+    def waitForShutdown(self, timeout: float = 60.0) -> None:
+        """Return once the guest has suspended.  Raises RuntimeError when
+        no suspension is on its way or it is not reached within
+        ``timeout`` (xend would block forever)."""
+        self._record("waitForShutdown")
+        deadline = time.monotonic() + timeout
+        while True:
+            self._settle()
+            with self._lock:
+                if self._state != "running":
+                    break
+                if self._suspend_due is None:
+                    raise RuntimeError("waitForShutdown: no shutdown pending")
+                budget = deadline - time.monotonic()
+                if budget <= 0:
+                    raise RuntimeError("waitForShutdown: timed out")
+                self._lock.wait(max(min(self._suspend_due - self.clock(),
+                                        budget), 0.0))
+        self.times["wait_for_shutdown_returned"] = self.clock()
+
+    def migrateDevices(self, network, dst, step, domName="") -> None:
+        self._record("migrateDevices", network, dst, step, domName)
+        self.migrate_calls.append((network, dst, step, domName))
+
+    def destroyDomain(self) -> None:
+        """3.1.0: domain_destroy (slow), domid = None, then cleanupDomain
+        (stock device release, image, ``<dompath>``) and ``/vm/<uuid>``."""
+        self._record("destroyDomain")
+        self.times["destroy_started"] = self.clock()
+        if self.domid is not None:
+            duration = self.memory_gb * self.destroy_seconds_per_gb
+            if duration > 0:
+                # Models the non-preemptible relinquish hypercall.
+                time.sleep(duration)
+            self.destroyed_domid = self.domid
+            self.domid = None
+            self.times["domid_cleared"] = self.clock()
+        self._releaseDevices()
+        if self.image is not None:
+            self.image.destroy()
+            self.image = None
+        self._removeDom()
+        self._removeVm()
+        self._set_state("destroyed")
+
+    def resumeDomain(self) -> None:
+        """3.1: fast with SUSPEND_CANCEL, else release and re-create every
+        device.  Exceptions are logged and kept in ``resume_error``."""
+        self._record("resumeDomain")
+        if self.domid is None:
+            self.resume_path = "skipped"
+            return
+        try:
+            fast = bool(self.info.get_notes().get("SUSPEND_CANCEL"))
+            if not fast:
+                self.resume_path = "recreate"
+                self._releaseDevices()
+                self.testDeviceComplete()
+                self.testvifsComplete()
+                self._resetChannels()
+                self._removeDom("control/shutdown")
+                self._removeDom("device-misc/vif/nextDeviceID")
+                self._createChannels()
+                self._introduceDomain()
+                self._storeDomDetails()
+                self._createDevices()
+            else:
+                self.resume_path = "fast"
+            self._record("xc.domain_resume", self.domid, fast)
+            self._set_state("resumed")
+        except Exception as exc:
+            log.exception("resumeDomain failed on domain %s", self.domid)
+            self.resume_error = exc
+
+    def getDeviceController(self, name: str) -> ModelDevController:
+        if name not in self._controllers:
+            self._controllers[name] = ModelDevController(self, name)
+        return self._controllers[name]
+
+    # ---- the private methods the re-creating resume calls -------------------
+
+    def _releaseDevices(self, suspend: bool = False, force: bool = False):
+        """Stock 3.1: one transaction removing ``<dompath>/device/<cls>/*``
+        (only ``image.destroy`` for a suspended HVM)."""
+        self._record("_releaseDevices", suspend, force)
+        if force and self.hooks is not None:
+            return self.hooks.release_devices(self, suspend, force)
+        if suspend and self.image:
+            self.image.destroy(suspend)
+            return None
+        while True:
+            t = self.store.xstransact("%s/device" % self.dompath)
+            try:
+                for devclass in VALID_DEVICES:
+                    for dev in t.list(devclass):
+                        t.remove(dev)
+            except Exception:
+                t.abort()
+                raise
+            if t.commit():
+                break
+        self.times["devices_released"] = self.clock()
+        return None
+
+    def testDeviceComplete(self, io_done: bool = False):
+        """Stock 3.1: poll vbd ``deviceIDs()`` (of the *current* domid),
+        0.1 s per device present, until none or ``migrate_timeout``."""
+        self._record("testDeviceComplete", io_done)
+        if io_done and self.hooks is not None:
+            return self.hooks.test_device_complete(self, io_done)
+        self._poll_gone("vbd")
+        self.times["test_device_complete_returned"] = self.clock()
+        return None
+
+    def testvifsComplete(self) -> None:
+        self._record("testvifsComplete")
+        self._poll_gone("vif")
+
+    def _poll_gone(self, devclass: str) -> None:
+        start = time.monotonic()
+        controller = self.getDeviceController(devclass)
+        while True:
+            present = controller.deviceIDs()
+            for _devid in present:
+                time.sleep(0.1)
+            if not present:
+                return
+            if time.monotonic() - start >= self.migrate_timeout:
+                log.info("Dev still active but hit max loop timeout")
+                return
+
+    def _resetChannels(self) -> None:
+        self._record("_resetChannels")
+
+    def _removeDom(self, *args) -> None:
+        self.store.xstransact.Remove(self.dompath, *args)
+
+    def _removeVm(self, *args) -> None:
+        self.store.xstransact.Remove(self.vmpath, *args)
+
+    def _writeVm(self, key: str, value: str) -> None:
+        self.store.xstransact.Write(self.vmpath, key, value)
+
+    def _writeDom(self, key: str, value: str) -> None:
+        self.store.xstransact.Write(self.dompath, key, value)
+
+    def storeDom(self, key: str, value: str) -> None:
+        self._writeDom(key, value)
+
+    def _createChannels(self) -> None:
+        self._record("_createChannels")
+        self.store_port, self.console_port = self._next_port, self._next_port + 1
+        self._next_port += 2
+
+    def _introduceDomain(self) -> None:
+        self._record("_introduceDomain")
+        if self.domid is None:
+            raise AssertionError("introducing a destroyed domain")
+
+    def _storeDomDetails(self) -> None:
+        self._record("_storeDomDetails")
+        _write_all(self.store, self.dompath, {
+            "domid": self.domid,
+            "vm": self.vmpath,
+            "name": self.getName(),
+            "console/limit": 1048576,
+            "memory/target": self.info["memory_dynamic_max"] // 1024,
+            "console/port": self.console_port,
+            "store/port": self.store_port,
+            "control/platform-feature-multiprocessor-suspend": 1,
+        })
+
+    def _createDevices(self) -> None:
+        """Write every configured device again (as connected)."""
+        self._record("_createDevices")
+        devices = write_devices(self.store, self.domid, self.uuid,
+                                self.device_specs["vbds"],
+                                self.device_specs["taps"],
+                                self.device_specs["vifs"],
+                                self.backend_domid)
+        self.layout = DomainLayout(self.domid, self.getName(), self.uuid,
+                                   self.dompath, self.vmpath,
+                                   self.backend_domid, devices)
+        self.times["devices_created"] = self.clock()
+        if self.image is not None:
+            self.image.createDeviceModel()
