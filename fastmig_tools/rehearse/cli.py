@@ -1,0 +1,235 @@
+"""``xend-fastmig rehearse``: the two-host migration rehearsal.
+
+``add_parser(subparsers)`` mounts the subcommand; ``run(args)`` runs it and
+returns the exit status: 0 when every run went as expected of its policy
+(whatever it found), 2 for bad arguments or an environment that cannot
+run it, 130 on Ctrl-C (after cleaning up).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from fastmig_tools.rehearse.plot import (
+    PlotUnavailable, check_plot_target, plot_blackout)
+from fastmig_tools.rehearse.report import format_point, json_document
+from fastmig_tools.rehearse.scenario import (
+    BACKENDS, POLICIES, XENSTOREDS, Scenario, ScenarioError, parse_memory,
+    parse_milliseconds)
+from fastmig_tools.rehearse.stores import StoreUnavailable
+from fastmig_tools.rehearse.sweep import (
+    SWEEPABLE, Progress, parse_sweep, run_matrix)
+
+__all__ = ["add_parser", "run", "main", "build_scenario", "DEFAULT_SLOW_WRITE_MS"]
+
+# The default run includes one write to slow storage, so that the table
+# shows what each policy does with a request that outlasts the image; the
+# facts file's measurements used 50-300 ms.  --slow-write 0 turns it off.
+DEFAULT_SLOW_WRITE_MS = 200.0
+
+DESCRIPTION = """\
+Migrate one modelled Xen 3.1 guest between two modelled hosts on this
+machine (own xenstore, xend model and relocation listener on 127.0.0.1
+each, a real TCP connection between them, a real disk image both write
+to) under each policy, and report what happened.
+
+Columns: blackout = guest suspended at the source -> running again
+(unpaused at the target, or resumed at the source); gate = image sent ->
+target released (its EOF gate opened); after write = target released
+minus the last in-flight write landing (negative: released while the
+source still had guest writes outstanding); xs ops = xenstore requests of
+the source's xend after the image was sent; disk = every block holds the
+guest's newest data, or CORRUPT; guest = running at the target / resumed
+at the source / lost / running twice.
+
+Fixed costs (stated, not measured): live memory rounds --precopy (1 s,
+outside the blackout), stop-and-copy 30 ms, target completeRestore +
+waitForDevices 20 ms.  Destroying a domain costs --destroy-per-gb (0.6 s/GB,
+measured on later Xen: xen-devel 2014-12 msg00649) times its memory.
+In-flight request delays: lognormal, median 5 ms, sigma 0.8, capped 50 ms.
+"""
+
+EPILOG = """\
+examples:
+  xend-fastmig rehearse
+  xend-fastmig rehearse --policies stock,fastmig --slow-write 2500
+  xend-fastmig rehearse --target-fails-after-image
+  xend-fastmig rehearse --sweep memory=1G,2G,4G,8G --runs 3 --plot blackout.png
+  xend-fastmig rehearse --xenstored real --json > result.json
+"""
+
+
+def _policies(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no policy named")
+    for name in names:
+        if name not in POLICIES:
+            raise argparse.ArgumentTypeError(
+                "unknown policy %r (choose from %s)"
+                % (name, ", ".join(POLICIES)))
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError("a policy is named twice")
+    return names
+
+
+def _typed(parser, what):
+    def convert(text):
+        try:
+            return parser(text)
+        except (ScenarioError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc))
+    return convert
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1, not %d" % value)
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be zero or more, not %r" % text)
+    return value
+
+
+def _seconds(text: str) -> float:
+    return parse_milliseconds(text) / 1000.0
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--policies", type=_policies, default=list(POLICIES),
+        metavar="A,B", help="policies to run, in this order "
+        "(default: %s)" % ",".join(POLICIES))
+    add("--memory", type=_typed(parse_memory, "--memory"), default=2.0,
+        metavar="SIZE", help="guest memory, e.g. 512M, 2G (default 2G)")
+    add("--destroy-per-gb", type=_nonneg_float, default=0.6, metavar="S",
+        help="seconds xc.domain_destroy takes per GB (default 0.6)")
+    add("--devices", type=int, default=2, metavar="N",
+        help="block devices (default 2)")
+    add("--inflight", type=int, default=4, metavar="K",
+        help="requests in flight per device at the suspend (default 4)")
+    add("--slow-write", type=_typed(parse_milliseconds, "--slow-write"),
+        default=DEFAULT_SLOW_WRITE_MS, metavar="MS",
+        help="add one in-flight write completing MS after the suspend "
+        "(default %g; 0 for none)" % DEFAULT_SLOW_WRITE_MS)
+    add("--backend", choices=BACKENDS, default="classic",
+        help="block backend model (default classic 3.1 blkback)")
+    add("--xenstored", choices=XENSTOREDS, default="embedded",
+        help="embedded (default) or two real xenstored daemons "
+        "(scripts/install-xenstored installs them)")
+    add("--target-fails-after-image", action="store_true",
+        help="the target's restore fails after the whole image was read")
+    add("--runs", type=_positive_int, default=1, metavar="N",
+        help="runs per policy and point (default 1)")
+    add("--sweep", action="append", default=[], metavar="KNOB=V1,V2",
+        help="repeat over values of a knob (%s); may be given more than "
+        "once" % ", ".join(sorted(SWEEPABLE)))
+    add("--precopy", type=_typed(_seconds, "--precopy"), default=1.0,
+        metavar="MS", help="time of the live memory rounds (default 1s)")
+    add("--drain-timeout", type=_typed(_seconds, "--drain-timeout"),
+        default=30.0, metavar="MS", help="fastmig's drain deadline "
+        "(default 30s)")
+    add("--seed", type=int, default=1, help="seed of the request delays")
+    add("--json", action="store_true", help="print one JSON document")
+    add("--plot", metavar="FILE", help="draw blackout against memory "
+        "(.png or .svg; needs matplotlib)")
+    add("--quiet", action="store_true", help="no progress bar")
+    add("--verbose", action="store_true", help="show the core's log")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "rehearse", help="rehearse a live migration between two modelled "
+        "Xen 3.1 hosts", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _configure(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def build_scenario(args) -> Scenario:
+    scenario = Scenario(
+        memory_gb=args.memory, destroy_per_gb=args.destroy_per_gb,
+        devices=args.devices, inflight=args.inflight,
+        slow_write_ms=args.slow_write or None, backend=args.backend,
+        xenstored=args.xenstored,
+        target_fails_after_image=args.target_fails_after_image,
+        precopy_seconds=args.precopy, drain_timeout=args.drain_timeout,
+        seed=args.seed)
+    scenario.validate()
+    return scenario
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write("xend-fastmig rehearse: error: %s\n" % message)
+    return 2
+
+
+def run(args) -> int:
+    try:
+        base = build_scenario(args)
+        sweep = [parse_sweep(spec) for spec in args.sweep]
+        names = [name for name, _ in sweep]
+        if len(set(names)) != len(names):
+            raise ScenarioError("a knob is swept twice")
+        if args.plot:
+            check_plot_target(args.plot)
+    except (ScenarioError, PlotUnavailable) as exc:
+        return _fail(str(exc))
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(name)s: %(message)s")
+    total = args.runs * len(args.policies)
+    for _name, values in sweep:
+        total *= len(values)
+    progress = Progress(total, sys.stderr, enabled=not args.quiet
+                        and total > 1)
+    try:
+        points = run_matrix(base, args.policies, sweep, args.runs, progress)
+    except ScenarioError as exc:
+        return _fail(str(exc))
+    except StoreUnavailable as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        sys.stderr.write("\nxend-fastmig rehearse: interrupted; hosts "
+                         "stopped, temporary files removed\n")
+        return 130
+    if args.json:
+        json.dump(json_document(base, sweep, args.runs, points), sys.stdout,
+                  indent=2)
+        sys.stdout.write("\n")
+    else:
+        tables = [format_point(scenario, by_policy, args.runs)
+                  for _changes, scenario, by_policy in points]
+        sys.stdout.write("\n\n".join(tables) + "\n")
+    if args.plot:
+        try:
+            plot_blackout(points, args.policies, args.plot)
+        except PlotUnavailable as exc:
+            return _fail(str(exc))
+        if not args.json:
+            sys.stdout.write("plot written to %s\n" % args.plot)
+    return 0
+
+
+def main(argv=None) -> int:
+    """Run ``rehearse`` on its own (what ``python -m`` uses)."""
+    parser = argparse.ArgumentParser(prog="xend-fastmig")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_parser(subparsers)
+    args = parser.parse_args(["rehearse"] + list(
+        sys.argv[1:] if argv is None else argv))
+    return args.func(args)

@@ -1,0 +1,82 @@
+"""The rehearsal's side of the core's platform seam (no hypervisor).
+
+``ModelPlatform`` has the methods of ``xend_fastmig.platform.XendPlatform``
+(docs/architecture.md, "The platform seam"): it writes a modest image in
+rounds that take a stated fixed time, asks for the suspend before the last
+round, and records when the image was sent and when the guest was resumed.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from fastmig_tools.rehearse.stream import (
+    END, PAGE, RING, config_sxp, write_record)
+
+__all__ = ["ModelPlatform", "PRECOPY_ROUNDS"]
+
+PRECOPY_ROUNDS = 4
+
+
+class ModelPlatform:
+    """xc_save, xc.domain_resume and xenstore's resume, modelled.
+
+    ``run_xc_save`` never calls ``on_suspend`` more than once and never
+    returns before the whole image (ending with the shadow ring and the
+    terminator) was written to ``fd``.
+    """
+
+    def __init__(self, scenario, guest_io, disks, clock=time.monotonic):
+        self.scenario = scenario
+        self.guest_io = guest_io
+        self.disks = list(disks)          # [(dev, uname)]
+        self.clock = clock
+        self.suspend_asked_at: float | None = None
+        self.image_sent_at: float | None = None
+        self.image_bytes = 0
+        self.resumed: list[tuple[float, object, int]] = []
+        self.store_resumed: list[tuple[float, object]] = []
+
+    def config_string(self, dominfo) -> str:
+        return config_sxp(dominfo.getName(), dominfo.uuid,
+                          int(dominfo.memory_gb * 1024), self.disks,
+                          dominfo.getDomid())
+
+    def run_xc_save(self, fd, dominfo, live, hvm, on_suspend):
+        if hvm:
+            raise NotImplementedError("the rehearsal models PV guests only")
+        scenario = self.scenario
+        chunk = b"\xa5" * (scenario.image_kib * 1024 // (PRECOPY_ROUNDS + 1))
+        for _round in range(PRECOPY_ROUNDS):
+            write_record(fd, PAGE, chunk)
+            self.image_bytes += len(chunk)
+            if scenario.precopy_seconds > 0:
+                # A modelled duration (the live rounds), not a wait.
+                time.sleep(scenario.precopy_seconds / PRECOPY_ROUNDS)
+        self.suspend_asked_at = self.clock()
+        on_suspend()
+        if scenario.last_round_seconds > 0:
+            time.sleep(scenario.last_round_seconds)
+        write_record(fd, PAGE, chunk)
+        ring = json.dumps(self.guest_io.shadow_ring()).encode("ascii")
+        write_record(fd, RING, ring)
+        write_record(fd, END)
+        self.image_bytes += len(chunk) + len(ring)
+        self.image_sent_at = self.clock()
+
+    def write_device_model_state(self, fd, domid):
+        raise NotImplementedError("the rehearsal models PV guests only")
+
+    def domain_resume(self, domid, fast):
+        t = self.clock()
+        self.resumed.append((t, domid, fast))
+        self.guest_io.run_again("source")
+
+    def resume_store(self, domid):
+        self.store_resumed.append((self.clock(), domid))
+
+    def error(self, message):
+        return RuntimeError(message)
+
+    def invalid_domain(self, domid):
+        return LookupError("invalid domain %s" % domid)

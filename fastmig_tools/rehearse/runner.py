@@ -1,0 +1,328 @@
+"""One rehearsal run: set up two hosts, migrate, check the disk, report.
+
+Times are taken on one monotonic clock (both hosts live in this process):
+
+* blackout: the guest suspended at the source → it runs again (unpaused
+  at the target, or resumed at the source); None when it never runs again;
+* gate: the source finished sending the image → the target's EOF gate
+  opened (its ``os.read(fd, 1)`` returned);
+* release after last write: the gate opened minus the moment the last
+  in-flight write landed; negative means the target was released while
+  the source still had guest writes outstanding;
+* backends confirmed: the last block backend model said it drained
+  (its directory removed by udev's hotplug cleanup, or ``shutdown-done``);
+  None when one never did (a directory xend itself deleted says nothing);
+* xenstore ops: requests the source's xend made from the image sent to the
+  end of its migration (backend models not counted); ``store_ops`` is
+  the embedded source store's own ``op_count`` over the whole run, every
+  client included (None on the real xenstored).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+from fastmig_tools.rehearse.disk import SharedDisk
+from fastmig_tools.rehearse.platform import ModelPlatform
+from fastmig_tools.rehearse.policies import run_policy
+from fastmig_tools.rehearse.scenario import Scenario
+from fastmig_tools.rehearse.stores import open_host_stores
+from fastmig_tools.rehearse.target import TargetHost
+from fastmig_tools.rehearse.workload import (
+    GuestIO, RehearsalDomainInfo, start_source_backends, stop_backends)
+
+__all__ = ["RunResult", "run_once", "AT_TARGET", "RESUMED", "LOST", "TWICE",
+           "TEMP_PREFIX"]
+
+AT_TARGET = "running at the target"
+RESUMED = "resumed at the source"
+LOST = "lost"
+TWICE = "running twice"
+
+TEMP_PREFIX = "fastmig-rehearse-"
+
+_domids = itertools.count(5)
+_runs = itertools.count(1)
+# Slack after the slowest in-flight request is due before giving up on it.
+_LANDING_SLACK = 5.0
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What one run measured; ``to_json()`` is the --json record."""
+
+    policy: str
+    memory_gb: float
+    outcome: str
+    blackout_ms: float | None
+    gate_ms: float | None
+    release_after_last_write_ms: float | None
+    xs_ops: int
+    store_ops: int | None
+    disk_clean: bool
+    stale_blocks: list[str]
+    last_write_ms: float | None
+    backends_confirmed_ms: float | None
+    released_ms: float | None
+    unpaused_ms: float | None
+    resumed_ms: float | None
+    source_done_ms: float | None
+    handover: str | None
+    error: str | None
+    target_error: str | None
+    core_log: list[str]
+    scenario: dict
+
+    @property
+    def disk_verdict(self) -> str:
+        if self.disk_clean:
+            return "clean"
+        return "CORRUPT (%d stale)" % len(self.stale_blocks)
+
+    def to_json(self) -> dict:
+        record = dataclasses.asdict(self)
+        record["disk_verdict"] = "clean" if self.disk_clean else "corrupt"
+        return record
+
+
+class _Capture(logging.Handler):
+    """Keeps the core's log lines of one run (``RunResult.core_log``)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append("%s %s" % (record.levelname, record.getMessage()))
+
+
+def _ms(t, origin):
+    if t is None or origin is None:
+        return None
+    return (t - origin) * 1000.0
+
+
+def _forget_domain(api, domid, uuid):
+    """Remove what a run left of a domain in a store that outlives it."""
+    xst = api.xstransact
+    xst.Remove("/local/domain/%d" % domid)
+    xst.Remove("/vm/%s" % uuid)
+    for devclass in ("vbd", "tap", "vif"):
+        xst.Remove("/local/domain/0/backend/%s/%d" % (devclass, domid))
+        xst.Remove("/local/domain/0/error/backend/%s/%d" % (devclass, domid))
+
+
+def run_once(scenario: Scenario, stores=None,
+             workdir: str | None = None) -> RunResult:
+    """Run one migration of ``scenario``; never leaves a thread, a daemon
+    or a temporary file behind (also on KeyboardInterrupt).
+
+    ``stores``: a ``(source, target)`` pair of ``HostStore`` to reuse (the
+    caller closes them); by default the run opens and closes its own.
+    """
+    scenario.validate()
+    own_stores = stores is None
+    if own_stores:
+        stores = open_host_stores(scenario.xenstored)
+    source_store, target_store = stores
+    tmp = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=workdir)
+    cleanups = []
+    try:
+        return _run(scenario, source_store, target_store, tmp, cleanups)
+    finally:
+        errors = []
+        for cleanup in reversed(cleanups):
+            try:
+                cleanup()
+            except Exception as exc:
+                errors.append(exc)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if own_stores:
+            for store in (source_store, target_store):
+                try:
+                    store.close()
+                except Exception as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+def _run(scenario, source_store, target_store, tmp, cleanups):
+    clock = time.monotonic
+    store_ops_before = source_store.op_count
+    disk_path = os.path.join(tmp, "disk.img")
+    disk = SharedDisk(disk_path, scenario.devices, run=next(_runs))
+    cleanups.append(disk.close)
+    guest = GuestIO(disk, scenario.inflight_requests())
+
+    source_api = source_store.api(counted=True,
+                                  thread_name="source-xend-watcher")
+    cleanups.append(lambda: source_store.release(source_api))
+    store = source_api.store()
+    domid = next(_domids)
+    disks = [("xvd%s" % chr(ord("a") + i), "file:%s" % disk_path)
+             for i in range(scenario.devices)]
+    actors: list = []
+
+    def suspended(t):
+        guest.suspended(t)
+        for actor, _api in actors:
+            actor.set_suspend_time(t)
+
+    dominfo = RehearsalDomainInfo(
+        store, domid, "guest%d" % domid,
+        vbds=[{"dev": dev, "uname": uname} for dev, uname in disks],
+        memory_gb=scenario.memory_gb,
+        destroy_seconds_per_gb=scenario.destroy_per_gb,
+        on_suspend=suspended,
+        on_resumed=lambda t: guest.run_again("source"))
+    cleanups.append(lambda: _forget_domain(source_api, domid, dominfo.uuid))
+    actors.extend(start_source_backends(source_store, dominfo, guest,
+                                        scenario.backend))
+    cleanups.append(lambda: stop_backends(source_store, actors))
+
+    target = TargetHost(target_store, guest, memory_gb=scenario.memory_gb,
+                        destroy_per_gb=scenario.destroy_per_gb,
+                        restore_seconds=scenario.restore_seconds,
+                        fail_after_image=scenario.target_fails_after_image,
+                        timeout=scenario.run_timeout,
+                        first_domid=next(_domids)).start()
+    cleanups.append(target.stop)
+
+    def forget_target():
+        for run in target.runs:
+            if run.dominfo is not None:
+                _forget_domain(target.api, run.dominfo.destroyed_domid
+                               or run.dominfo.domid or 0, run.dominfo.uuid)
+    cleanups.append(forget_target)
+
+    platform = ModelPlatform(scenario, guest, disks, clock=clock)
+    ops_at_image = []
+    real_run_xc_save = platform.run_xc_save
+
+    def run_xc_save(*args, **kwargs):
+        real_run_xc_save(*args, **kwargs)
+        ops_at_image.append(source_api.handle.count)
+    platform.run_xc_save = run_xc_save
+
+    from xend_fastmig.options import FastMigrationOptions
+    options = FastMigrationOptions(enabled=True,
+                                   drain_timeout=scenario.drain_timeout,
+                                   verdict_timeout=scenario.verdict_timeout,
+                                   relocation_port=target.port)
+    capture = _Capture()
+    core_log = logging.getLogger("xend")
+    core_log.addHandler(capture)
+    if core_log.level == logging.NOTSET or core_log.level > logging.INFO:
+        previous_level = core_log.level
+        core_log.setLevel(logging.INFO)
+    else:
+        previous_level = None
+    report = None
+    error = None
+    try:
+        report = run_policy(scenario.policy, dominfo, target.port, platform,
+                            store, options, timeout=scenario.run_timeout)
+    except Exception as exc:
+        error = "%s: %s" % (type(exc).__name__, exc)
+    finally:
+        core_log.removeHandler(capture)
+        if previous_level is not None:
+            core_log.setLevel(previous_level)
+    source_done = clock()
+    xs_ops = source_api.handle.count - (ops_at_image[0] if ops_at_image
+                                        else source_api.handle.count)
+
+    target.wait_idle(scenario.run_timeout)
+    _wait_for_landings(guest, actors, scenario)
+    verdict = disk.check()
+    store_ops = None
+    if store_ops_before is not None:
+        store_ops = source_store.op_count - store_ops_before
+    result = _result(scenario, guest, platform, target, dominfo, actors,
+                     verdict, report, error, source_done, xs_ops, store_ops)
+    result.core_log = list(capture.lines)
+    return result
+
+
+def _wait_for_landings(guest, actors, scenario):
+    """In-flight writes complete on their own after the suspend: wait for
+    the last one (bounded by its due time plus slack)."""
+    if guest.suspended_at is None or not guest.specs:
+        return
+    due = guest.suspended_at + max(s.delay for s in guest.specs)
+    deadline = due + _LANDING_SLACK
+    for actor, _api in actors:
+        left = deadline - time.monotonic()
+        actor.wait_for(lambda a: a.pending() == 0, max(left, 0.0))
+
+
+def _result(scenario, guest, platform, target, dominfo, actors, verdict,
+            report, error, source_done, xs_ops, store_ops):
+    suspend = guest.suspended_at
+    run = target.runs[-1] if target.runs else None
+    at_target = run is not None and run.running
+    at_source = "source" in guest.ran and dominfo.state != "destroyed"
+    if at_target and at_source:
+        outcome = TWICE
+    elif at_target:
+        outcome = AT_TARGET
+    elif at_source:
+        outcome = RESUMED
+    else:
+        outcome = LOST
+    completions = [r.completed_at for actor, _api in actors
+                   for r in actor.requests]
+    last_write = None
+    if completions and None not in completions:
+        last_write = max(completions)
+    confirmed = []
+    for actor, _api in actors:
+        confirmed.append(getattr(actor, "shutdown_done_at", None)
+                         or actor.removed_at)
+    backends_confirmed = None
+    if confirmed and None not in confirmed:
+        backends_confirmed = max(confirmed)
+    released = run.released_at if run is not None else None
+    unpaused = run.unpaused_at if run is not None else None
+    resumed = guest.ran.get("source")
+    if outcome in (AT_TARGET, TWICE):
+        back = unpaused
+    elif outcome == RESUMED:
+        back = resumed
+    else:
+        back = None
+    gate = None
+    if released is not None and platform.image_sent_at is not None:
+        gate = (released - platform.image_sent_at) * 1000.0
+    after_write = None
+    if released is not None and last_write is not None:
+        after_write = (released - last_write) * 1000.0
+    return RunResult(
+        policy=scenario.policy,
+        memory_gb=scenario.memory_gb,
+        outcome=outcome,
+        blackout_ms=_ms(back, suspend),
+        gate_ms=gate,
+        release_after_last_write_ms=after_write,
+        xs_ops=xs_ops,
+        store_ops=store_ops,
+        disk_clean=verdict.clean,
+        stale_blocks=[p.describe() for p in verdict.problems],
+        last_write_ms=_ms(last_write, suspend),
+        backends_confirmed_ms=_ms(backends_confirmed, suspend),
+        released_ms=_ms(released, suspend),
+        unpaused_ms=_ms(unpaused, suspend),
+        resumed_ms=_ms(resumed, suspend),
+        source_done_ms=_ms(source_done, suspend),
+        handover=report.summary() if report is not None else None,
+        error=error,
+        target_error=run.error if run is not None else None,
+        core_log=[],
+        scenario=scenario.knobs(),
+    )

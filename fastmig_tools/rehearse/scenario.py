@@ -1,0 +1,182 @@
+"""What one rehearsal run is made of: every knob, with its stated default.
+
+The defaults and where they come from:
+
+* ``destroy_per_gb`` = 0.6 s/GB: the time ``xc.domain_destroy`` takes to
+  relinquish (and scrub) a domain's memory, as measured on later Xen
+  (xen-devel, December 2014, msg00649: about ten minutes for a 1 TB guest;
+  the project's Xen 3.1 facts file, section 1).  Xen 3.1 itself was not
+  measured; its hypercall was not preemptible, so it was no faster.
+* ``precopy_seconds`` = 1.0 s: the live memory rounds while the guest still
+  runs.  A fixed, modest figure on purpose: it never counts towards the
+  blackout, and the issue asks for the rest of the migration to be a fixed
+  cost rather than a model of dirty-page rates.
+* ``last_round_seconds`` = 30 ms: the stop-and-copy round after the suspend
+  (inside the blackout for every policy alike).
+* ``restore_seconds`` = 20 ms: the target's ``completeRestore`` and
+  ``waitForDevices`` after its gate opened (inside the blackout alike).
+* In-flight request delays: lognormal with a 5 ms median and sigma 0.8,
+  capped at 50 ms, per request, from a seeded generator; ``slow_write_ms``
+  adds one request that completes that long after the suspend (slow or
+  failing-over storage).  ``Scenario`` has no slow write; the command's
+  default adds one of 200 ms (see ``cli.DEFAULT_SLOW_WRITE_MS``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import re
+
+__all__ = [
+    "POLICIES", "BACKENDS", "XENSTOREDS", "Scenario", "ScenarioError",
+    "parse_memory", "parse_milliseconds", "InflightSpec",
+]
+
+POLICIES = ("stock", "patch2008", "xen41", "fastmig")
+BACKENDS = ("classic", "shutdown-request", "hung")
+XENSTOREDS = ("embedded", "real")
+
+DELAY_MEDIAN_MS = 5.0
+DELAY_SIGMA = 0.8
+DELAY_CAP_MS = 50.0
+
+
+class ScenarioError(ValueError):
+    """A knob has a value the rehearsal cannot run with."""
+
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.I)
+_SCALE_GB = {"": 1.0, "K": 1.0 / 1024 ** 2, "M": 1.0 / 1024, "G": 1.0,
+             "T": 1024.0}
+
+
+def parse_memory(text: str) -> float:
+    """``"2G"``, ``"512M"``, ``"1.5"`` (GB) → gigabytes (float, > 0)."""
+    match = _MEMORY.match(str(text))
+    if match is None:
+        raise ScenarioError("memory %r is not a size like 512M, 2G or 1.5G"
+                            % text)
+    gb = float(match.group(1)) * _SCALE_GB[match.group(2).upper()]
+    if gb <= 0:
+        raise ScenarioError("memory must be more than zero, not %r" % text)
+    return gb
+
+
+def parse_milliseconds(text: str) -> float:
+    """``"250"``, ``"250ms"``, ``"2.5s"`` → milliseconds (float, >= 0)."""
+    value = str(text).strip().lower()
+    scale = 1.0
+    if value.endswith("ms"):
+        value = value[:-2]
+    elif value.endswith("s"):
+        value, scale = value[:-1], 1000.0
+    try:
+        ms = float(value) * scale
+    except ValueError:
+        raise ScenarioError("%r is not a duration like 250, 250ms or 2.5s"
+                            % text) from None
+    if not ms >= 0 or math.isinf(ms):
+        raise ScenarioError("a duration must be zero or more, not %r" % text)
+    return ms
+
+
+@dataclasses.dataclass(frozen=True)
+class InflightSpec:
+    """One request in flight at the suspend: device index, slot, delay."""
+
+    device: int
+    slot: int
+    delay: float       # seconds after the suspend it completes
+
+    @property
+    def name(self) -> str:
+        return "dev%d/req%d" % (self.device, self.slot)
+
+
+@dataclasses.dataclass
+class Scenario:
+    """Every knob of one run.  ``validate()`` says what is wrong, if any."""
+
+    policy: str = "fastmig"
+    memory_gb: float = 2.0
+    destroy_per_gb: float = 0.6
+    devices: int = 2
+    inflight: int = 4
+    slow_write_ms: float | None = None
+    backend: str = "classic"
+    xenstored: str = "embedded"
+    target_fails_after_image: bool = False
+    precopy_seconds: float = 1.0
+    last_round_seconds: float = 0.030
+    restore_seconds: float = 0.020
+    image_kib: int = 256
+    delay_median_ms: float = DELAY_MEDIAN_MS
+    delay_sigma: float = DELAY_SIGMA
+    delay_cap_ms: float = DELAY_CAP_MS
+    drain_timeout: float = 30.0
+    verdict_timeout: float = 120.0
+    seed: int = 1
+    # Deadline for a whole run (every wait inside has its own, shorter).
+    run_timeout: float = 300.0
+
+    def validate(self) -> None:
+        if self.policy not in POLICIES:
+            raise ScenarioError("unknown policy %r (one of %s)"
+                                % (self.policy, ", ".join(POLICIES)))
+        if self.backend not in BACKENDS:
+            raise ScenarioError("unknown backend %r (one of %s)"
+                                % (self.backend, ", ".join(BACKENDS)))
+        if self.xenstored not in XENSTOREDS:
+            raise ScenarioError("unknown xenstored %r (one of %s)"
+                                % (self.xenstored, ", ".join(XENSTOREDS)))
+        if not self.memory_gb > 0:
+            raise ScenarioError("memory must be more than zero")
+        if self.destroy_per_gb < 0:
+            raise ScenarioError("--destroy-per-gb must be zero or more")
+        if not 1 <= self.devices <= 16:
+            raise ScenarioError("--devices must be between 1 and 16")
+        if not 0 <= self.inflight <= 32:
+            raise ScenarioError("--inflight must be between 0 and 32 "
+                                "(a 3.1 blkif ring holds 32 requests)")
+        for name in ("precopy_seconds", "last_round_seconds",
+                     "restore_seconds", "delay_median_ms", "delay_cap_ms"):
+            if getattr(self, name) < 0:
+                raise ScenarioError("%s must be zero or more" % name)
+        if self.slow_write_ms is not None and self.slow_write_ms < 0:
+            raise ScenarioError("--slow-write must be zero or more")
+        if not self.drain_timeout > 0 or not self.verdict_timeout > 0:
+            raise ScenarioError("timeouts must be more than zero")
+        if not 1 <= self.image_kib <= 65536:
+            raise ScenarioError("image size must be 1 KiB .. 64 MiB")
+
+    @property
+    def destroy_seconds(self) -> float:
+        return self.memory_gb * self.destroy_per_gb
+
+    def inflight_requests(self) -> list[InflightSpec]:
+        """The requests in flight at the suspend, drawn from ``seed``.
+
+        Each device has ``inflight`` requests with delays lognormal around
+        ``delay_median_ms`` (capped at ``delay_cap_ms``); the slow write, if
+        any, is one more request on device 0.
+        """
+        rng = random.Random(self.seed)
+        mu = math.log(max(self.delay_median_ms, 1e-6) / 1000.0)
+        cap = self.delay_cap_ms / 1000.0
+        specs = []
+        for device in range(self.devices):
+            for slot in range(self.inflight):
+                delay = min(rng.lognormvariate(mu, self.delay_sigma), cap)
+                specs.append(InflightSpec(device, slot, delay))
+        if self.slow_write_ms is not None:
+            specs.append(InflightSpec(0, self.inflight,
+                                      self.slow_write_ms / 1000.0))
+        return specs
+
+    def knobs(self) -> dict:
+        """The scenario as plain data (for --json)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "Scenario":
+        return dataclasses.replace(self, **changes)

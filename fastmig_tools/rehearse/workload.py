@@ -1,0 +1,133 @@
+"""The guest's block I/O around the migration, and the source's xend model.
+
+Before the suspend the guest has requests in flight on every disk; the
+source's backend actors (``fastmig_tools.models.blkback``) complete each
+one ``delay`` seconds after the suspend and its data then lands in the
+shared disk file, whatever the toolstack does.  Wherever the guest runs
+again (at the target after its unpause, or at the source after a resume)
+it first re-issues every request that was in flight, as blkfront's
+``blkif_recover`` does, and then writes newer data to the same blocks.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from fastmig_tools.models.blkback import (
+    ClassicBlkback, HungBlkback, InflightRequest, ShutdownRequestBlkback,
+    advertise_shutdown_request)
+from fastmig_tools.models.guest import ModelDomainInfo
+from fastmig_tools.rehearse.disk import INFLIGHT, NEWER, SharedDisk, block_of
+from fastmig_tools.rehearse.scenario import InflightSpec
+
+__all__ = ["GuestIO", "RehearsalDomainInfo", "BACKEND_FACTORIES",
+           "start_source_backends", "stop_backends"]
+
+BACKEND_FACTORIES = {
+    "classic": ClassicBlkback,
+    "shutdown-request": ShutdownRequestBlkback,
+    "hung": HungBlkback,
+}
+
+
+class GuestIO:
+    """The guest's view of its disks across the migration.
+
+    Thread safe.  ``run_again(host)`` happens at most once per host; the
+    writes it makes land before it returns.
+    """
+
+    def __init__(self, disk: SharedDisk, specs: list[InflightSpec],
+                 clock=time.monotonic):
+        self.disk = disk
+        self.specs = list(specs)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.ran: dict[str, float] = {}
+        self.suspended_at: float | None = None
+        for spec in self.specs:
+            disk.issue(spec.device, spec.slot, INFLIGHT)
+
+    def shadow_ring(self) -> list[dict]:
+        """The in-flight requests as blkfront's shadow ring holds them."""
+        return [{"device": s.device, "slot": s.slot} for s in self.specs]
+
+    def suspended(self, t: float) -> None:
+        self.suspended_at = t
+        self.disk.epoch = t
+
+    def run_again(self, host: str, ring: list[dict] | None = None) -> float:
+        """The guest runs on ``host``: re-issue, then write newer data."""
+        with self._lock:
+            if host in self.ran:
+                return self.ran[host]
+            self.ran[host] = t = self.clock()
+        entries = ring if ring is not None else self.shadow_ring()
+        for entry in entries:
+            self.disk.write(host, entry["device"], entry["slot"], INFLIGHT)
+        for entry in entries:
+            self.disk.issue(entry["device"], entry["slot"], NEWER)
+            self.disk.write(host, entry["device"], entry["slot"], NEWER)
+        return t
+
+
+class RehearsalDomainInfo(ModelDomainInfo):
+    """The source's ``XendDomainInfo`` model, telling the rehearsal when
+    the guest runs again at the source (whichever path resumed it)."""
+
+    def __init__(self, *args, on_resumed=None, **kwargs):
+        self.on_resumed = on_resumed
+        super().__init__(*args, **kwargs)
+
+    def _set_state(self, state, t=None):
+        t = super()._set_state(state, t)
+        if state == "resumed" and self.on_resumed is not None:
+            self.on_resumed(t)
+        return t
+
+    # XendDomain.domain_migrate calls these before connecting; the model
+    # guest has nothing to check.
+    def testMigrateDevices(self, network, dst):
+        return 0
+
+    def checkLiveMigrateMemory(self):
+        return None
+
+
+def start_source_backends(host_store, dominfo: ModelDomainInfo,
+                          guest: GuestIO, backend: str) -> list:
+    """One backend actor per disk of ``dominfo``, each on its own
+    connection, holding that disk's in-flight requests.  On failure the
+    actors already started are stopped."""
+    factory = BACKEND_FACTORIES[backend]
+    if backend == "shutdown-request":
+        advertise_shutdown_request(dominfo.store, dominfo.backend_domid)
+    actors = []
+    try:
+        for index, device in enumerate(dominfo.layout.block_devices):
+            requests = [InflightRequest(sector=block_of(s.device, s.slot),
+                                        delay=s.delay)
+                        for s in guest.specs if s.device == index]
+
+            def landed(request, t, index=index):
+                guest.disk.write("source", index,
+                                 request.sector - block_of(index, 0),
+                                 INFLIGHT)
+            api = host_store.api(thread_name="blkback-watcher")
+            actor = factory(api.store(), device.backend, requests=requests,
+                            on_complete=landed,
+                            name="%s-%d" % (device.devclass, device.devid))
+            actors.append((actor, api))
+            actor.start()
+    except BaseException:
+        stop_backends(host_store, actors)
+        raise
+    return actors
+
+
+def stop_backends(host_store, actors) -> None:
+    for actor, api in actors:
+        try:
+            actor.stop()
+        finally:
+            host_store.release(api)
