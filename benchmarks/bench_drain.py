@@ -32,6 +32,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fastmig_tools.models.blkback import (  # noqa: E402
     ClassicBlkback, InflightRequest)
@@ -40,6 +41,7 @@ from fastmig_tools.rehearse.stores import (  # noqa: E402
     HostStore, StoreUnavailable)
 from fastmig_tools.rehearse.sweep import Progress  # noqa: E402
 from xend_fastmig.blockdevs import capture_block_devices  # noqa: E402
+from dom0_backends import Dom0Backends  # noqa: E402
 from xend_fastmig.drain import DrainWaiter  # noqa: E402
 from xend_fastmig.release import release_devices  # noqa: E402
 
@@ -59,7 +61,8 @@ def poll100(store, devices, timeout=30.0):
             return
 
 
-def one_run(host, ndev, method, rng):
+def one_run(host, ndev, method, rng, dom0=None):
+    """One drain; backends in ``dom0`` (a Dom0Backends) or in threads."""
     api = host.api(thread_name="xend-watcher")
     store = api.store()
     domid = next(_domids)
@@ -67,21 +70,27 @@ def one_run(host, ndev, method, rng):
         store, domid, "bench%d" % domid,
         vbds=[{"dev": "xvd%s" % chr(ord("a") + i), "uname": "phy:/dev/null"}
               for i in range(ndev)], memory_gb=0.1)
+    delays = [(device.backend, rng.uniform(0.020, 0.040))
+              for device in dominfo.layout.block_devices]
     actors = []
     a, b = socket.socketpair()
     try:
-        for device in dominfo.layout.block_devices:
-            actor_api = host.api(thread_name="blkback-watcher")
-            actor = ClassicBlkback(actor_api.store(), device.backend,
-                                   requests=[InflightRequest(
-                                       sector=0,
-                                       delay=rng.uniform(0.020, 0.040))])
-            actors.append((actor, actor_api))
-            actor.start()
+        if dom0 is not None:
+            dom0.start(delays)
+        else:
+            for backend, delay in delays:
+                actor_api = host.api(thread_name="blkback-watcher")
+                actor = ClassicBlkback(actor_api.store(), backend,
+                                       requests=[InflightRequest(
+                                           sector=0, delay=delay)])
+                actors.append((actor, actor_api))
+                actor.start()
         devices, problems = capture_block_devices(store, domid,
                                                   dominfo.dompath)
         assert not problems and len(devices) == ndev, problems
         suspended = time.monotonic()
+        if dom0 is not None:
+            dom0.suspend(suspended)
         for actor, _ in actors:
             actor.set_suspend_time(suspended)
         failed = release_devices(dominfo, store, force=True, devices=devices)
@@ -92,9 +101,12 @@ def one_run(host, ndev, method, rng):
             poll100(store, devices)
         a.shutdown(socket.SHUT_WR)
         half_closed = time.monotonic()
-        last = max(r.completed_at for actor, _ in actors
-                   for r in actor.requests)
-        gone = [actor.removed_at for actor, _ in actors]
+        if dom0 is not None:
+            last, gone = dom0.collect()
+        else:
+            last = max(r.completed_at for actor, _ in actors
+                       for r in actor.requests)
+            gone = [actor.removed_at for actor, _ in actors]
         # The part of the delay that is the waiting itself, after the
         # backend model's own teardown (drain + udev's hotplug cleanup).
         backend = None
@@ -121,6 +133,10 @@ def main(argv=None) -> int:
     parser.add_argument("--xenstored", choices=("real", "embedded"),
                         default="real")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--backends", choices=("process", "threads"), default="process",
+        help="run the blkback models in a process of their own, as dom0's "
+        "kernel is (default), or in threads of the benchmark's process")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -134,6 +150,11 @@ def main(argv=None) -> int:
     except StoreUnavailable as exc:
         sys.stderr.write("bench_drain: %s\n" % exc)
         return 2
+    dom0 = None
+    if args.backends == "process":
+        if host.daemon is None:
+            parser.error("--backends process needs --xenstored real")
+        dom0 = Dom0Backends(host.daemon.env())
     rng = random.Random(args.seed)
     progress = Progress(len(counts) * len(METHODS) * args.runs, sys.stderr,
                         enabled=not args.quiet)
@@ -146,19 +167,23 @@ def main(argv=None) -> int:
                     label = "%d disks %s" % (ndev, method)
                     progress.update(label)
                     figures.setdefault((ndev, method), []).append(
-                        one_run(host, ndev, method, rng))
+                        one_run(host, ndev, method, rng, dom0))
                     progress.step(label)
     except KeyboardInterrupt:
         sys.stderr.write("\nbench_drain: interrupted\n")
         return 130
     finally:
         progress.close()
+        if dom0 is not None:
+            dom0.close()
         host.close()
     print("bench_drain: last in-flight write -> half-close (last "
           "column: from the model backend's directory going instead), "
           "%d runs per "
-          "cell, %s xenstored; %s, %d CPUs, Python %s; %.0f s"
-          % (args.runs, args.xenstored, platform.platform(), os.cpu_count(),
+          "cell, %s xenstored, backends in %s; %s, %d CPUs, Python %s; "
+          "%.0f s"
+          % (args.runs, args.xenstored, args.backends, platform.platform(),
+             os.cpu_count(),
              platform.python_version(), time.monotonic() - started))
     rows = [("block devices", "fastmig median", "fastmig worst",
              "poll100 median", "poll100 worst",
