@@ -24,6 +24,8 @@ setup(
             "pytest-mock>=3",
             "hypothesis>=6",
             "vermin>=1.5",
+            # So that the rehearsal's --plot is tested, not skipped.
+            "matplotlib>=3",
         ],
         "plot": ["matplotlib>=3"],
     },
