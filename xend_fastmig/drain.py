@@ -133,10 +133,10 @@ class DrainWaiter:
     def confirmation(self, device):
         """How ``device`` has confirmed its drain, or None if it has not."""
         if device.protocol:
-            if self.store.xstransact.Read(device.backend,
-                                          "shutdown-done") is not None:
+            if self.store.read(device.backend + "/shutdown-done") \
+                    is not None:
                 return SHUTDOWN_DONE
-        if self.store.xstransact.Read(device.backend) is None:
+        if self.store.read(device.backend) is None:
             return BACKEND_GONE
         return None
 

@@ -425,7 +425,15 @@ class XendApi:
     def store(self):
         """``xend_fastmig.store.XendStore`` over these classes."""
         from xend_fastmig.store import XendStore
-        return XendStore(self.xstransact, self.xswatch)
+        handle = self.handle
+
+        def read(path: str) -> str | None:
+            # xend's xshandle().read("", path): no transaction.
+            try:
+                return decode_value(handle.read("", path))
+            except RuntimeError as exc:
+                raise _rewrap(exc, "reading %s" % path) from None
+        return XendStore(self.xstransact, self.xswatch, read)
 
     # -- the watcher thread ----------------------------------------------
 

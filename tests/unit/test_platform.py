@@ -62,8 +62,11 @@ def xend(mocker, tmp_path):
            XendInvalidDomain=XendInvalidDomain)
     module("xen.xend.XendOptions", instance=lambda: options)
     module("xen.xend.xenstore")
+    xshandle = mocker.Mock()
+    xshandle.read.side_effect = lambda t, path: {"/a": "1"}.get(path)
     module("xen.xend.xenstore.xsutil",
-           ResumeDomain=lambda domid: calls.append(("ResumeDomain", domid)))
+           ResumeDomain=lambda domid: calls.append(("ResumeDomain", domid)),
+           xshandle=lambda: xshandle)
     module("xen.xend.xenstore.xstransact", xstransact="XSTRANSACT")
     module("xen.xend.xenstore.xswatch", xswatch="XSWATCH")
     mods["xen"].util = mods["xen.util"]
@@ -72,7 +75,8 @@ def xend(mocker, tmp_path):
     mods["xen.xend"].XendOptions = mods["xen.xend.XendOptions"]
     mods["xen.xend"].sxp = mods["xen.xend.sxp"]
     mocker.patch.dict(sys.modules, mods)
-    return {"calls": calls, "xc": xc, "options": options}
+    return {"calls": calls, "xc": xc, "options": options,
+            "xshandle": xshandle}
 
 
 class Dom(object):
@@ -131,6 +135,10 @@ def test_environment_inside_xend(xend):
     assert isinstance(env, Environment)
     assert env.store.xstransact == "XSTRANSACT"
     assert env.store.xswatch == "XSWATCH"
+    # The drain's confirmations read outside a transaction.
+    assert env.store.read("/a") == "1"
+    assert env.store.read("/missing") is None
+    xend["xshandle"].read.assert_called_with("", "/missing")
     assert env.options.enabled is False
 
 
