@@ -24,7 +24,9 @@ from xend_fastmig.drain import DrainWaiter, dom0_block_backends
 from xend_fastmig.errors import DrainTimeout, TargetFailed
 from xend_fastmig.release import release_devices
 from xend_fastmig.resume import resume_domain
-from xend_fastmig.verdict import ERR, OK, peek_for_failure, read_verdict
+from xend_fastmig.verdict import ERR, OK, Verdict, peek_for_failure, \
+     read_verdict
+from xend_fastmig.verdict import UNKNOWN as UNKNOWN_VERDICT
 
 __all__ = ["Environment", "Handover", "HandoverReport", "FAST",
            "STOCK_ORDER", "AT_TARGET", "RESUMED", "UNKNOWN", "LOST"]
@@ -128,10 +130,13 @@ class Handover:
         self.domid = dominfo.getDomid()
         self.dompath = dominfo.dompath
         self.report = HandoverReport(self.domid)
+        self._early = ""
 
     def run(self):
         """Run the handover; returns the ``HandoverReport``."""
         early = peek_for_failure(self.sock)
+        # Kept for the verdict, whichever path reads it.
+        self._early = early
         if early:
             self.log.warning("fastmig: domain %s: unexpected data from the "
                              "target before its release: %r",
@@ -142,17 +147,26 @@ class Handover:
                                                       self.dompath)
         except Exception:
             return self._stock_order("the block devices could not be read "
-                                     "(%s)" % (sys.exc_info()[1],), None)
+                                     "(%s)" % (sys.exc_info()[1],), None,
+                                     False)
         if problems:
-            return self._stock_order("; ".join(problems), devices)
+            return self._stock_order("; ".join(problems), devices, False)
 
         phase = _Phase(self.report, "release")
-        failed = release_devices(self.dominfo, store, force=True,
-                                 devices=devices)
+        try:
+            failed = release_devices(self.dominfo, store, force=True,
+                                     devices=devices)
+        except Exception:
+            # Something may be released already: an exception reaching
+            # save's failure path would fast-resume a SUSPEND_CANCEL guest
+            # on torn-down devices.
+            phase.done()
+            return self._stock_order("releasing the devices failed (%s)"
+                                     % (sys.exc_info()[1],), devices, True)
         phase.done()
         if failed:
             return self._stock_order("releasing %s failed"
-                                     % ", ".join(failed), devices)
+                                     % ", ".join(failed), devices, True)
 
         phase = _Phase(self.report, "drain")
         try:
@@ -160,11 +174,11 @@ class Handover:
                 store, devices, self.env.options.drain_timeout).wait()
         except DrainTimeout:
             phase.done()
-            return self._stock_order(str(sys.exc_info()[1]), devices)
+            return self._stock_order(str(sys.exc_info()[1]), devices, True)
         except Exception:
             phase.done()
             return self._stock_order("the drain wait failed (%s)"
-                                     % (sys.exc_info()[1],), devices)
+                                     % (sys.exc_info()[1],), devices, True)
         phase.done()
 
         try:
@@ -194,10 +208,27 @@ class Handover:
             self.report.outcome = UNKNOWN
         return self._finish()
 
-    def _stock_order(self, reason, devices):
-        """Stock 3.1's order: destroy, wait for the backends, release."""
+    def _stock_order(self, reason, devices, released):
+        """Stock 3.1's order: destroy, wait for the backends, release.
+
+        Before destroying anything it looks at the connection once more: a
+        target that has already failed (``(err ...)``, hang-up, reset) is
+        not running, and destroying the source copy would lose a guest
+        that can come back.  ``released``: whether devices were already
+        force-released (the source then resumes on new devices; otherwise
+        ``TargetFailed`` goes to the stock failure path, devices intact).
+        """
         self.report.path = STOCK_ORDER
         self.report.reason = reason
+        try:
+            early = self._early + peek_for_failure(self.sock)
+        except TargetFailed:
+            if not released:
+                raise
+            self.report.reason = "%s; then %s" % (reason,
+                                                  sys.exc_info()[1])
+            self._resume()
+            return self._finish()
         self.log.warning("fastmig: domain %s: %s; falling back to the stock "
                          "order: destroy the domain, wait for its block "
                          "backends, then release the target",
@@ -216,7 +247,7 @@ class Handover:
                            self.domid, sys.exc_info()[1])
         phase.done()
         self._unleash()
-        self._read_verdict("")
+        self._read_verdict(early)
         if self.report.verdict.kind == OK:
             self.report.outcome = AT_TARGET
         elif self.report.verdict.kind == ERR:
@@ -249,9 +280,19 @@ class Handover:
         phase.done()
 
     def _read_verdict(self, already):
+        """Never raises: the target is already released, and an exception
+        reaching save's failure path would resume the source copy next to
+        a running target copy."""
         phase = _Phase(self.report, "verdict")
-        self.report.verdict = read_verdict(
-            self.sock, self.env.options.verdict_timeout, already)
+        try:
+            self.report.verdict = read_verdict(
+                self.sock, self.env.options.verdict_timeout, already)
+        except Exception:
+            self.log.exception("fastmig: domain %s: reading the verdict "
+                               "failed", self.domid)
+            self.report.verdict = Verdict(
+                UNKNOWN_VERDICT, already, "reading the verdict failed: %s"
+                % (sys.exc_info()[1],))
         phase.done()
 
     def _destroy(self):

@@ -57,7 +57,13 @@ def release_devices(dominfo, store, suspend=False, force=False,
             log.error("fastmig: releasing %s of domain %s failed: %s",
                       device.name(), dominfo.getDomid(), sys.exc_info()[1])
             failed.append(device.name())
-    _release_others(dominfo, store)
+    try:
+        _release_others(dominfo, store)
+    except Exception:
+        # Only listing them can fail here; they are not waited for, and
+        # the domain's destruction releases them later in any case.
+        log.error("fastmig: releasing the other devices of domain %s "
+                  "failed: %s", dominfo.getDomid(), sys.exc_info()[1])
     return failed
 
 

@@ -1,0 +1,837 @@
+"""One migration's handover under a drawn schedule, and its invariants.
+
+``run_schedule(schedule)`` builds a fresh world for one run: an embedded
+xenstore (3.1 or 4.17 flavour), one xend connection, one modelled 3.1
+block backend (classic blkback/blktap + hotplug, or shutdown-request) per
+disk on a connection of its own, a netback for the vif, a modelled
+``XendDomainInfo``, and a real TCP connection on 127.0.0.1 whose far end
+is a model of a 3.1 target's ``restore``.  It runs the REAL
+``xend_fastmig.checkpoint.save`` (which runs the real ``Handover``) with a
+``FakePlatform`` in place of ``xc_save``, injects the drawn faults, tears
+everything down and returns an ``Outcome``.  ``violations(outcome)`` lists
+every broken invariant of issue 5 (an empty list: the run was safe).
+
+What the target does is modelled on 3.1's ``XendCheckpoint.restore`` and
+relocation server: it reads the image, blocks until end-of-stream, runs
+``completeRestore`` / ``waitForDevices`` / ``unpause``, and answers
+``(ok)``, or ``(err ...)`` after destroying its copy.  Its copy runs iff
+it saw a clean EOF and no later step failed; a reset or a hang-up before
+EOF means it destroys its copy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import functools
+import itertools
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+import uuid as uuidlib
+
+from fastmig_tools.models.blkback import (ClassicBlkback, ClassicNetback,
+                                          HungBlkback,
+                                          HungShutdownRequestBlkback,
+                                          InflightRequest,
+                                          ShutdownRequestBlkback, Xenwatch,
+                                          advertise_shutdown_request)
+from fastmig_tools.models.guest import ModelDomainInfo
+from fastmig_tools.xenstore.embedded import EmbeddedXenstore
+from fastmig_tools.xenstore.xend_api import XendApi
+from xend_fastmig import checkpoint
+from xend_fastmig.handover import FAST, Environment
+from xend_fastmig.options import FastMigrationOptions
+
+from tests.unit.fakes import FakePlatform
+
+__all__ = ["Device", "TargetPlan", "StoreFault", "Schedule", "Outcome",
+           "run_schedule", "run_schedules", "violations", "TARGET_STEPS", "FAIL_ACTIONS",
+           "VERDICT_ACTIONS", "DRAIN_TIMEOUT", "VERDICT_TIMEOUT"]
+
+log = logging.getLogger(__name__)
+
+# Small, so that a run takes a fraction of a second.
+DRAIN_TIMEOUT = 0.2
+VERDICT_TIMEOUT = 0.3
+# Stock xend's device polls inside the re-creating resume (100 ms a device
+# per round until this runs out).
+MIGRATE_TIMEOUT = 0.3
+# Scheduling noise on a 2-core machine running a dozen threads per run.
+SLACK = 1.5
+# An (err ...) sent this long before the source began to destroy its copy
+# was there to be seen (loopback TCP, one peek just before the destroy).
+ERR_TRANSIT = 0.05
+# Nothing in one run may take longer than this (every wait is bounded).
+RUN_LIMIT = 20.0
+
+TARGET_STEPS = ("stream", "completeRestore", "waitForDevices", "unpause",
+                "verdict")
+FAIL_ACTIONS = ("err", "hangup", "reset", "hang")
+VERDICT_ACTIONS = ("ok", "garbage", "oversized", "none", "reset", "hangup")
+
+_domids = itertools.count(1000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """One disk: ``kind`` normal / hung / slow (drains after the drain
+    timeout) / buggy (removes its directory before it drained: cannot be
+    detected, never drawn by the properties); ``delays`` are its in-flight
+    requests' completion times after the suspend."""
+
+    devclass: str = "vbd"
+    kind: str = "normal"
+    delays: tuple[float, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetPlan:
+    """Where the target stops (``step``) and what it does there.
+
+    At ``stream`` .. ``unpause`` the action is one of ``FAIL_ACTIONS`` (the
+    target's copy is destroyed); at ``verdict`` (restore succeeded, copy
+    running) it is one of ``VERDICT_ACTIONS``.
+    """
+
+    step: str = "verdict"
+    action: str = "ok"
+    # Seconds the target spends in its failing (or verdict) step first.
+    delay: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreFault:
+    """A xenstore fault.
+
+    ``who``: ``xend`` (the ``at``-th request ``op`` of xend's connection
+    fails with ``err``, ``count`` times in a row, through
+    ``EmbeddedXenstore.fail_next``), ``any`` (``fail_next`` armed before
+    the handover on one of the guest's paths: whoever asks first gets it),
+    ``reset-xend`` (xend's connection dies at its ``at``-th request) or
+    ``reset-all`` (``reset_connections()`` at xend's ``at``-th request:
+    every connection, the backends' too).
+    """
+
+    who: str = "xend"
+    op: str = "read"
+    err: int = errno.EAGAIN
+    at: int = 0
+    count: int = 1
+    path_index: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    devices: tuple[Device, ...] = ()
+    protocol: bool = False
+    shared_xenwatch: bool = True
+    flavour: str = "xen417"
+    suspend_cancel: bool = False
+    hvm: bool = False
+    target: TargetPlan = TargetPlan()
+    store_fault: StoreFault | None = None
+    # Source-side failures: "save" (xc_save fails), "destroy" (destroying
+    # the source copy raises after the hypercall), "resume" (re-creating
+    # the devices raises).
+    source_fault: str | None = None
+    destroy_cost: float = 0.0
+    drain_timeout: float = DRAIN_TIMEOUT
+
+
+class _FaultyHandle:
+    """xend's connection, passing every request to the embedded handle and
+    injecting the schedule's fault at the chosen request."""
+
+    _OPS = ("read", "write", "ls", "rm", "mkdir", "watch", "unwatch",
+            "transaction_start")
+
+    def __init__(self, handle, store: EmbeddedXenstore,
+                 fault: StoreFault | None):
+        self._handle = handle
+        self._store = store
+        self._fault = fault
+        self._seen: dict[str, int] = {}
+        self._total = 0
+        self.armed = False
+        self.fired = False
+        self.fired_at: float | None = None
+        # When xend's requests failed once the fault fired.
+        self.failed_at: list[float] = []
+        self.dead = False
+
+    def __getattr__(self, name):
+        attr = getattr(self._handle, name)
+        if name in self._OPS or name == "transaction_end":
+            def call(*args, **kwargs):
+                # The store's lock makes "arm, then ask" one step: no
+                # backend can take a fault meant for xend.
+                with self._store._lock:
+                    self._before(name, args, kwargs)
+                    try:
+                        return attr(*args, **kwargs)
+                    except Exception:
+                        # Also a fault armed for anyone (by any guest's
+                        # schedule) that xend took.
+                        if self.armed:
+                            self.failed_at.append(time.monotonic())
+                        raise
+            return call
+        return attr
+
+    def _before(self, name, args, kwargs):
+        fault = self._fault
+        if fault is None or self.fired or not self.armed:
+            return
+        op = name
+        if name == "transaction_end":
+            abort = kwargs.get("abort", args[1] if len(args) > 1 else False)
+            op = "transaction_end" if abort else "commit"
+        self._total += 1
+        if fault.who in ("reset-xend", "reset-all"):
+            if self._total > fault.at:
+                self.fired = True
+                self.fired_at = time.monotonic()
+                self.dead = True
+                if fault.who == "reset-all":
+                    self._store.reset_connections()
+                else:
+                    self._handle._die()
+            return
+        if fault.who != "xend" or op != fault.op:
+            return
+        seen = self._seen.get(op, 0)
+        self._seen[op] = seen + 1
+        if seen >= fault.at:
+            self.fired = True
+            self.fired_at = time.monotonic()
+            path = None
+            if op in ("watch", "unwatch"):
+                path = args[0]
+            elif op not in ("commit", "transaction_start"):
+                path = args[1]
+            self._store.fail_next(op, fault.err, fault.count, path=path)
+
+
+class TargetModel:
+    """The target xend's end of the relocation connection (3.1 restore)."""
+
+    def __init__(self, sock: socket.socket, image_bytes: int,
+                 plan: TargetPlan):
+        self.sock = sock
+        self.image_bytes = image_bytes
+        self.plan = plan
+        self.stop = threading.Event()
+        self.eof_at: float | None = None
+        self.released_by_byte = False
+        self.reset_seen = False
+        self.running = False
+        self.sent_err = False
+        self.sent_err_before_eof = False
+        self.err_sent_at: float | None = None
+        self.copy_destroyed = False
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._main, daemon=True,
+                                       name="target-model")
+
+    def start(self) -> "TargetModel":
+        self.thread.start()
+        return self
+
+    def join(self, timeout: float = 10.0) -> None:
+        self.stop.set()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise AssertionError("the target model did not stop")
+
+    def _main(self):
+        try:
+            self._restore()
+        except OSError as exc:
+            # A reset or a broken pipe: 3.1's restore fails and destroys
+            # the copy (if it ran, a dead connection no longer matters).
+            if not self.running:
+                self.copy_destroyed = True
+            self.reset_seen = True
+            log.debug("target: %s", exc)
+        except BaseException as exc:  # surfaced by the invariant check
+            self.errors.append(exc)
+        finally:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def _restore(self):
+        got = 0
+        while got < self.image_bytes:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                self.copy_destroyed = True
+                return
+            got += len(chunk)
+        if self.plan.step == "stream":
+            self._fail("reading the image failed")
+            return
+        # 3.1: os.read(fd, 1) – EOF or any byte releases the copy.
+        data = self.sock.recv(1)
+        if data:
+            self.released_by_byte = True
+        self.eof_at = time.monotonic()
+        for step in ("completeRestore", "waitForDevices", "unpause"):
+            if self.plan.step == step:
+                self._fail("%s failed" % step)
+                return
+        self.running = True
+        self._answer(self.plan.action)
+
+    def _fail(self, why: str):
+        self.stop.wait(self.plan.delay)
+        action = self.plan.action
+        if action == "err":
+            self.copy_destroyed = True
+            self.sent_err = True
+            self.sent_err_before_eof = self.eof_at is None
+            self.err_sent_at = time.monotonic()
+            self.sock.sendall(
+                b"(err (type RuntimeError) (value \"%s\"))\n" % why.encode())
+            self._linger()
+        elif action == "hangup":
+            self.copy_destroyed = True
+        elif action == "reset":
+            self.copy_destroyed = True
+            self._reset()
+        else:  # hang: stuck until the source gives up, then fails
+            self._linger()
+            self.copy_destroyed = True
+
+    def _answer(self, action: str):
+        self.stop.wait(self.plan.delay)
+        if action == "ok":
+            self.sock.sendall(b"(ok)\n")
+        elif action == "garbage":
+            self.sock.sendall(b"garbage, not a verdict\n")
+        elif action == "oversized":
+            try:
+                self.sock.sendall(b"(" * 70000)
+            except OSError:
+                pass  # the source stopped reading and reset: as it should
+        elif action == "reset":
+            self._reset()
+            return
+        elif action == "hangup":
+            return
+        self._linger()
+
+    def _linger(self):
+        """Keep the connection open until the source is done (bounded)."""
+        self.stop.wait(RUN_LIMIT)
+
+    def _reset(self):
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             struct.pack("ii", 1, 0))
+        self.sock.close()
+
+
+@dataclasses.dataclass
+class Outcome:
+    schedule: Schedule
+    report: object = None
+    save_error: BaseException | None = None
+    started: float = 0.0
+    image_sent_at: float | None = None
+    ended: float = 0.0
+    unleashed_at: float | None = None
+    target: TargetModel | None = None
+    dominfo: ModelDomainInfo | None = None
+    journal: list = dataclasses.field(default_factory=list)
+    backends: list = dataclasses.field(default_factory=list)
+    completions: list = dataclasses.field(default_factory=list)
+    fault_fired: bool = False
+    fault_at: float | None = None
+    xend_dead: bool = False
+    xend_watches_left: int = 0
+    leftover_paths: list = dataclasses.field(default_factory=list)
+    leaked_threads: list = dataclasses.field(default_factory=list)
+    leaked_fds: int = 0
+    problems: list = dataclasses.field(default_factory=list)
+
+
+def _factory(schedule: Schedule, device: Device):
+    if device.kind == "buggy":
+        # A kernel whose hotplug cleanup runs before its drain: looks
+        # drained to anyone (docs/design.md, "What cannot be detected").
+        return functools.partial(ClassicBlkback, remove_before_drain=True)
+    if device.kind == "hung":
+        if schedule.protocol:
+            return HungShutdownRequestBlkback
+        return HungBlkback
+    if schedule.protocol:
+        return ShutdownRequestBlkback
+    return ClassicBlkback
+
+
+class _Platform(FakePlatform):
+    """FakePlatform that also says when the image is out."""
+
+    def __init__(self, journal, fail_save=None):
+        FakePlatform.__init__(self, journal, fail_save=fail_save)
+        self.image_sent_at = None
+        self.on_suspended = None
+
+    def run_xc_save(self, fd, dominfo, live, hvm, on_suspend):
+        def suspended():
+            on_suspend()
+            if self.on_suspended is not None:
+                self.on_suspended()
+        FakePlatform.run_xc_save(self, fd, dominfo, live, hvm, suspended)
+        self.image_sent_at = time.monotonic()
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def run_schedule(schedule: Schedule, before_save=None) -> Outcome:
+    """Run one handover; never raises on the run's own behaviour.
+
+    ``before_save(outcome)``, if given, is called once everything is set up
+    (``outcome.target`` and ``outcome.dominfo`` exist), just before save.
+    """
+    return run_schedules([schedule], before_save)[0]
+
+
+class _Run:
+    """One guest's migration inside ``run_schedules``."""
+
+    def __init__(self, schedule: Schedule):
+        self.schedule = schedule
+        self.out = Outcome(schedule)
+        self.actors: list = []
+        self.source: socket.socket | None = None
+        self.platform: _Platform | None = None
+        self.env: Environment | None = None
+
+    def target_join(self) -> None:
+        target = self.out.target
+        if target is not None and target.thread.is_alive():
+            target.join()
+
+
+def run_schedules(schedules, before_save=None) -> list[Outcome]:
+    """Migrate one guest per schedule from the same source host at once.
+
+    They share the host's xenstore (the first schedule's flavour), xend's
+    one connection and watcher thread (with the first schedule's store
+    fault) and dom0's xenwatch thread (if the first schedule shares one);
+    each has its own backends, target and connection.  Leak checks
+    (threads, descriptors, xend's watches) are for the whole run.
+    """
+    first = schedules[0]
+    threads_before = set(threading.enumerate())
+    fds_before = _fd_count()
+    store = EmbeddedXenstore(first.flavour)
+    apis: list[XendApi] = []
+    runs = [_Run(s) for s in schedules]
+    problems: list[str] = []
+    # (the embedded store's fault record, its count) of "any" faults.
+    armed_any: list = []
+
+    def connect(faulty=None) -> XendApi:
+        api = XendApi(faulty or store.connect())
+        apis.append(api)
+        return api
+
+    faulty = _FaultyHandle(store.connect(), store, first.store_fault)
+    try:
+        xend = connect(faulty)
+        if first.protocol:
+            advertise_shutdown_request(xend.store())
+        xenwatch = Xenwatch() if first.shared_xenwatch else None
+        for run in runs:
+            _set_up(run, store, xend, connect, xenwatch, first.protocol,
+                    armed_any)
+        if before_save is not None:
+            for run in runs:
+                before_save(run.out)
+        faulty.armed = True
+        threads = [threading.Thread(target=_save, args=(run,),
+                                    name="save-%d" % i, daemon=True)
+                   for i, run in enumerate(runs[1:])]
+        for thread in threads:
+            thread.start()
+        _save(runs[0])
+        for thread in threads:
+            thread.join(RUN_LIMIT)
+            if thread.is_alive():
+                problems.append("a save did not end within %.0f s"
+                                % RUN_LIMIT)
+        # A fault armed for anyone counts once somebody took a part of it
+        # (with several guests, whichever guest's fault it was).
+        any_taken = any(fault.remaining < count or fault not in store._faults
+                        for fault, count in armed_any)
+        # Teardown is not under test: no fault may hit it.
+        faulty.armed = False
+        store.clear_faults()
+        watches_left = 0
+        if not faulty.dead:
+            watches_left = len(faulty._handle._watches)
+        for run in runs:
+            out = run.out
+            out.fault_fired = faulty.fired or any_taken
+            out.fault_at = faulty.fired_at
+            out.xend_dead = faulty.dead
+            out.xend_watches_left = watches_left
+            run.target_join()
+        everyone = [a for run in runs for a in run.actors]
+        for run in runs:
+            _finish(run, store, faulty, first.shared_xenwatch, everyone)
+    except Exception as exc:
+        problems.append("the harness failed: %r" % (exc,))
+        log.exception("harness")
+    finally:
+        store.clear_faults()
+        for run in runs:
+            for actor in run.actors:
+                try:
+                    actor.stop()
+                except Exception as exc:
+                    problems.append("stopping %s: %r" % (actor.name, exc))
+        for api in apis:
+            try:
+                api.close()
+            except Exception as exc:
+                problems.append("closing a XendApi: %r" % (exc,))
+        for run in runs:
+            if run.source is not None:
+                run.source.close()
+            run.target_join()
+    leaked_threads = _wait_threads(threads_before)
+    leaked_fds = _fd_count() - fds_before
+    for run in runs:
+        run.out.problems.extend(problems)
+        run.out.leaked_threads = leaked_threads
+        run.out.leaked_fds = leaked_fds
+    return [run.out for run in runs]
+
+
+def _set_up(run: _Run, store, xend, connect, xenwatch, protocol,
+            armed_any) -> None:
+    schedule = run.schedule
+    out = run.out
+    domid = next(_domids)
+    vbds = ["/dev/vg/d%d" % i for i, d in enumerate(schedule.devices)
+            if d.devclass == "vbd"]
+    taps = ["/img/t%d" % i for i, d in enumerate(schedule.devices)
+            if d.devclass == "tap"]
+    notes = {"SUSPEND_CANCEL": 1} if schedule.suspend_cancel else None
+    # destroy_cost is per GB, and the guest has 1 GB.
+    dominfo = ModelDomainInfo(
+        xend.store(), domid, "guest%d" % domid, str(uuidlib.uuid4()),
+        vbds=vbds, taps=taps, vifs=[{}], notes=notes, hvm=schedule.hvm,
+        destroy_seconds_per_gb=schedule.destroy_cost,
+        migrate_timeout=MIGRATE_TIMEOUT)
+    out.dominfo = dominfo
+    if schedule.source_fault in ("destroy", "resume"):
+        _break_source(dominfo, schedule.source_fault)
+    # Disks in the order write_devices laid them out: vbds, then taps.
+    ordered = [d for d in schedule.devices if d.devclass == "vbd"] + \
+        [d for d in schedule.devices if d.devclass == "tap"]
+    disks = [d for d in dominfo.layout.devices
+             if d.devclass in ("vbd", "tap")]
+    assert len(disks) == len(ordered)
+    schedule_protocol = dataclasses.replace(schedule, protocol=protocol)
+    for index, (layout, device) in enumerate(zip(disks, ordered)):
+        requests = [InflightRequest(sector=index * 64 + n, data=b"x",
+                                    delay=delay)
+                    for n, delay in enumerate(device.delays)]
+        run.actors.append(_factory(schedule_protocol, device)(
+            connect().store(), layout.backend, requests=requests,
+            xenwatch=xenwatch).start())
+    for layout in dominfo.layout.vifs:
+        run.actors.append(ClassicNetback(connect().store(),
+                                         layout.backend).start())
+    out.backends = run.actors
+
+    listener = socket.socket()
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        run.source = socket.create_connection(listener.getsockname())
+        target_sock = listener.accept()[0]
+    finally:
+        listener.close()
+    platform = _Platform(out.journal, fail_save=(
+        RuntimeError("xc_save failed")
+        if schedule.source_fault == "save" else None))
+    run.platform = platform
+    image_bytes = len(checkpoint.SIGNATURE) + 4 + \
+        len(platform.config_string(dominfo)) + len(platform.image)
+    if schedule.source_fault == "save":
+        image_bytes = 10 ** 9  # the image never completes
+    out.target = TargetModel(target_sock, image_bytes, schedule.target)
+    out.target.start()
+
+    def suspended():
+        t = time.monotonic()
+        for actor in run.actors:
+            actor.set_suspend_time(t)
+        if schedule.store_fault is not None and \
+                schedule.store_fault.who == "any":
+            with store._lock:
+                _arm_any(store, dominfo, schedule.store_fault)
+                armed_any.append((store._faults[-1],
+                                  schedule.store_fault.count))
+    platform.on_suspended = suspended
+    run.env = Environment(xend.store(), platform, FastMigrationOptions(
+        drain_timeout=schedule.drain_timeout,
+        verdict_timeout=VERDICT_TIMEOUT))
+
+
+def _save(run: _Run) -> None:
+    """What domain_migrate does once connected: save, then close."""
+    out = run.out
+    out.started = time.monotonic()
+    try:
+        out.report = checkpoint.save(run.source.fileno(), out.dominfo, True,
+                                     True, "127.0.0.1", sock=run.source,
+                                     env=run.env)
+    except Exception as exc:
+        out.save_error = exc
+    out.ended = time.monotonic()
+    out.image_sent_at = run.platform.image_sent_at
+    if out.report is not None:
+        out.unleashed_at = out.report.unleashed_at
+    run.source.close()
+    run.source = None
+
+
+def _finish(run: _Run, store, faulty, shared_xenwatch, everyone) -> None:
+    out = run.out
+    _settle_backends(run.actors, run.schedule)
+    out.completions = [r.completed_at for a in run.actors
+                       for r in a.requests]
+    # The backends react to the source's teardown on their own threads:
+    # give them a bounded while to finish it.
+    deadline = time.monotonic() + 2.0
+    while True:
+        out.leftover_paths = _leftovers(store, out.dominfo, run.schedule,
+                                        run.actors, faulty, shared_xenwatch,
+                                        everyone)
+        if not out.leftover_paths or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+
+
+def _break_source(dominfo: ModelDomainInfo, what: str) -> None:
+    if what == "destroy":
+        original = dominfo.destroyDomain
+
+        def destroy():
+            original()
+            raise RuntimeError("injected: cleanupDomain failed")
+        dominfo.destroyDomain = destroy
+    else:
+        def create():
+            raise RuntimeError("injected: device creation failed")
+        dominfo._createDevices = create
+
+
+def _arm_any(store, dominfo, fault: StoreFault) -> None:
+    paths = [dominfo.dompath + "/device"]
+    for layout in dominfo.layout.devices:
+        paths.append(layout.backend)
+    path = paths[fault.path_index % len(paths)]
+    if fault.op in ("commit", "transaction_start"):
+        path = None  # these requests name no path
+    store.fail_next(fault.op, fault.err, fault.count, path=path)
+
+
+def _settle_backends(actors, schedule: Schedule) -> None:
+    """Let what still drains finish: every request's due time has a bound."""
+    deadline = time.monotonic() + 3.0
+    for actor in actors:
+        if isinstance(actor, HungBlkback):
+            continue
+        actor.wait_for(lambda a: a.pending() == 0 and not a._draining
+                       and a._cleanup_due is None,
+                       max(deadline - time.monotonic(), 0.0))
+
+
+def _leftovers(store, dominfo, schedule: Schedule, actors,
+               faulty: _FaultyHandle, shared_xenwatch: bool,
+               everyone: list) -> list[str]:
+    """Nodes of the migrated guest that should be gone and are not.
+
+    Not counted: what xend's own ``destroyDomain`` could not remove because
+    the injected fault hit it (stock runs that same code), and backend
+    directories of a kernel that hung or whose own xenstore requests were
+    made to fail (udev's cleanup is the kernel side's job, not xend's).
+    """
+    domid = dominfo.destroyed_domid
+    if domid is None:
+        return []  # the source copy lives on (resumed): it owns its nodes
+    left = []
+    started = dominfo.times.get("destroy_started")
+    destroy_hit = faulty.dead or (started is not None and any(
+        t >= started for t in faulty.failed_at))
+    if destroy_hit:
+        # xend's own destroyDomain failed: neither the frontends nor
+        # (so) the backends could go; stock runs the same code.
+        return []
+    left.extend(sorted(store.dump("/local/domain/%d" % domid)))
+    reset_all = schedule.store_fault is not None and \
+        schedule.store_fault.who == "reset-all" and faulty.fired
+    # One hung drain holds a dom0's single xenwatch thread: every backend
+    # sharing it is stuck too (as on a real 3.1 dom0).
+    stuck_all = reset_all or (shared_xenwatch and any(
+        isinstance(a, HungBlkback) for a in everyone))
+    hung = set(a.backend for a in actors
+               if isinstance(a, HungBlkback) or a.errors or stuck_all
+               or _lost_frontend_event(a))
+    for devclass in ("vbd", "tap", "vif"):
+        root = "/local/domain/0/backend/%s/%d" % (devclass, domid)
+        for path in store.dump(root):
+            parts = path.split("/")
+            if len(parts) < 8:
+                continue  # the per-domain parent stays, as on a 3.1 dom0
+            device = "/".join(parts[:8])
+            if device in hung:
+                continue  # the hung kernel keeps it, under stock too
+            if device not in left:
+                left.append(device)
+    return left
+
+
+def _lost_frontend_event(actor) -> bool:
+    """The blkback model's known defect (reported to its owner): when
+    ``shutdown-request`` and the frontend's removal reach a protocol
+    backend in one wake-up, it starts the drain and drops the frontend
+    event, so it never unregisters and its directory stays.  Not xend's
+    leftover."""
+    return (isinstance(actor, ShutdownRequestBlkback)
+            and actor.shutdown_done_at is not None
+            and not actor.unregistered)
+
+
+def _wait_threads(before: set) -> list[str]:
+    deadline = time.monotonic() + 5.0
+    while True:
+        extra = [t for t in threading.enumerate()
+                 if t not in before and t.is_alive()]
+        if not extra or time.monotonic() > deadline:
+            return [t.name for t in extra]
+        extra[0].join(0.05)
+
+
+# ---------------------------------------------------------------------------
+# the invariants
+# ---------------------------------------------------------------------------
+
+def stock_would_lose(out: Outcome) -> bool:
+    """Stock 3.1 destroys the source copy once the image is out, then lets
+    the target go: the guest is lost whenever the target's copy does not
+    end up running (unless xc_save itself failed: stock then resumes)."""
+    return out.schedule.source_fault != "save" and not out.target.running
+
+
+def violations(out: Outcome) -> list[str]:
+    """Every invariant of issue 5 this run broke (empty when safe)."""
+    found = list(out.problems)
+    s = out.schedule
+    target = out.target
+    dominfo = out.dominfo
+    if target is None or dominfo is None:
+        return found or ["the run did not start"]
+    found.extend("target model error: %r" % (e,) for e in target.errors)
+    report = out.report
+
+    source_destroyed = dominfo.destroyed_domid is not None
+    source_resumed = any(entry.startswith("domain_resume")
+                         for entry in out.journal) \
+        or dominfo.state == "resumed"
+    source_running = not source_destroyed and (
+        source_resumed or dominfo.state in ("running", "resumed"))
+    if source_resumed and source_destroyed:
+        found.append("the source copy was both resumed and destroyed")
+
+    # 1. never two running copies
+    if source_running and target.running:
+        found.append("two running copies")
+
+    # 2. lost only where stock loses it, never after an (err ...)
+    lost = source_destroyed and not target.running
+    if lost and not stock_would_lose(out):
+        found.append("guest lost where stock 3.1 would not lose it")
+    if lost and target.sent_err:
+        # After a release on the stock-order path the source copy was
+        # already gone (as with stock); anywhere else the source could
+        # have known.
+        fast = report is not None and report.path == FAST
+        destroyed = dominfo.times.get("destroy_started", float("inf"))
+        known = target.err_sent_at is not None and \
+            target.err_sent_at + ERR_TRANSIT < destroyed
+        if fast or known:
+            found.append("guest lost although the target said (err ...)")
+    stranded = not source_destroyed and not source_running \
+        and not target.running
+    if stranded and not (out.fault_fired or out.xend_dead
+                         or s.source_fault in ("resume",)):
+        found.append("source copy left suspended with nothing running")
+
+    # 3. the release: after every drain, or after destroy (stock's moment)
+    release = out.unleashed_at
+    if target.eof_at is not None and release is None \
+            and not target.released_by_byte:
+        found.append("the target saw EOF but the source never released it")
+    if target.eof_at is not None:
+        release = release if release is not None else target.eof_at
+        if report is not None and report.path == FAST:
+            last = [c for c in out.completions if c is not None]
+            late = [c for c in last if c > release]
+            pending = [a.name for a in out.backends
+                       if a.pending() and not isinstance(a, ClassicNetback)]
+            if late:
+                found.append("released %.1f ms before an in-flight request "
+                             "completed" % ((max(late) - release) * 1000))
+            if pending:
+                found.append("released while requests were pending on %s"
+                             % pending)
+        else:
+            destroyed = dominfo.times.get("domid_cleared")
+            if destroyed is None or destroyed > release:
+                found.append("released on the stock-order path before the "
+                             "source copy was destroyed")
+        if target.eof_at < release:
+            found.append("the target saw EOF before the release")
+    if report is None and out.save_error is None:
+        found.append("save returned no report on the handover path")
+
+    # 4. within the deadlines
+    budget = _budget(s)
+    if out.image_sent_at is not None and out.ended - out.image_sent_at > \
+            budget:
+        found.append("the handover took %.2f s, over its %.2f s budget"
+                     % (out.ended - out.image_sent_at, budget))
+
+    # 5. nothing left behind
+    if out.leftover_paths:
+        found.append("left behind: %s" % out.leftover_paths[:5])
+    if out.xend_watches_left:
+        found.append("%d xenstore watches of xend left"
+                     % out.xend_watches_left)
+    if out.leaked_threads:
+        found.append("threads left: %s" % out.leaked_threads)
+    if out.leaked_fds:
+        found.append("%d file descriptors leaked" % out.leaked_fds)
+    return found
+
+
+def _budget(s: Schedule) -> float:
+    """The deadlines of the handover plus the stock waits of a resume."""
+    ndev = len(s.devices) + 1
+    resume = 2 * (MIGRATE_TIMEOUT + 0.1 * ndev + 0.1)
+    return (2 * s.drain_timeout + VERDICT_TIMEOUT + s.destroy_cost + resume
+            + SLACK)

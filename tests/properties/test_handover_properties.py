@@ -1,0 +1,71 @@
+"""Random schedules against the real handover: issue 5's invariants.
+
+Each example runs ``xend_fastmig.checkpoint.save`` (and so the real
+``Handover``) against an embedded xenstore, modelled 3.1 block backends and
+a modelled 3.1 target over a real TCP connection, with the faults the
+schedule draws; ``harness.violations`` must find nothing.
+"""
+from __future__ import annotations
+
+from hypothesis import given, note, settings
+from hypothesis import strategies as st
+
+from tests.properties import tally
+from tests.properties.harness import (run_schedule, run_schedules,
+                                      stock_would_lose, violations)
+from tests.properties.strategies import clean_schedules, schedules
+from xend_fastmig.handover import AT_TARGET, FAST
+
+
+def _run(schedule):
+    note(repr(schedule))
+    out = run_schedule(schedule)
+    found = violations(out)
+    tally.count(found)
+    if out.report is not None:
+        note(out.report.summary())
+    note("save error: %r" % (out.save_error,))
+    return out, found
+
+
+@given(schedules())
+def test_no_schedule_breaks_an_invariant(schedule):
+    out, found = _run(schedule)
+    assert found == [], found
+
+
+@given(clean_schedules())
+def test_without_faults_the_fast_path_always_completes(schedule):
+    out, found = _run(schedule)
+    assert found == [], found
+    assert out.save_error is None
+    assert out.report.path == FAST, out.report.summary()
+    assert out.report.outcome == AT_TARGET
+    assert out.target.running and not stock_would_lose(out)
+    # The go came after every in-flight request, and promptly after the
+    # last backend confirmed (event driven, not a 100 ms poll; loose for a
+    # loaded 2-core machine).
+    completions = [c for c in out.completions if c is not None]
+    if completions:
+        assert out.unleashed_at >= max(completions)
+    confirmed = [getattr(a, "shutdown_done_at", None) or a.removed_at
+                 for a in out.backends if a.devclass != "vif"]
+    if confirmed:
+        assert None not in confirmed
+        assert 0 <= out.unleashed_at - max(confirmed) < 0.25
+
+
+# Several handovers per example: a quarter of the profile's examples.
+@settings(max_examples=max(5, settings.default.max_examples // 4))
+@given(st.lists(schedules(), min_size=2, max_size=3))
+def test_guests_migrating_at_once_keep_the_invariants(batch):
+    """Two or three guests leave the same host at once: one xenstore, one
+    xend connection and watcher thread, one dom0 xenwatch."""
+    note(repr(batch))
+    outs = run_schedules(batch)
+    for out in outs:
+        found = violations(out)
+        tally.count(found)
+        if out.report is not None:
+            note(out.report.summary())
+        assert found == [], (out.schedule, found)
