@@ -18,6 +18,8 @@ from fastmig_tools.rehearse.report import format_point, json_document
 from fastmig_tools.rehearse.scenario import (
     BACKENDS, POLICIES, XENSTOREDS, Scenario, ScenarioError, parse_memory,
     parse_milliseconds)
+from fastmig_tools.rehearse.faults import FAULTS, FaultError, apply_fault, \
+    parse_fault
 from fastmig_tools.rehearse.stores import StoreUnavailable
 from fastmig_tools.rehearse.sweep import (
     SWEEPABLE, Progress, parse_sweep, run_matrix)
@@ -58,7 +60,28 @@ examples:
   xend-fastmig rehearse --target-fails-after-image
   xend-fastmig rehearse --sweep memory=1G,2G,4G,8G --runs 3 --plot blackout.png
   xend-fastmig rehearse --xenstored real --json > result.json
+  xend-fastmig rehearse --fault target-completeRestore --policies stock,fastmig
+  xend-fastmig rehearse --matrix            (every fault x every policy)
+  xend-fastmig rehearse --matrix --faults slow-write,hung-backend --json
 """
+
+
+def _fault(text: str):
+    try:
+        return parse_fault(text)
+    except FaultError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+def _faults(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no fault named")
+    for name in names:
+        if name not in FAULTS:
+            raise argparse.ArgumentTypeError(
+                "unknown fault %r (one of: %s)" % (name, ", ".join(FAULTS)))
+    return names
 
 
 def _policies(text: str) -> list[str]:
@@ -148,6 +171,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "(.png or .svg; needs matplotlib)")
     add("--quiet", action="store_true", help="no progress bar")
     add("--verbose", action="store_true", help="show the core's log")
+    add("--fault", type=_fault, metavar="NAME[@WHEN]",
+        help="inject a named fault: %s" % ", ".join(FAULTS))
+    add("--matrix", action="store_true",
+        help="run every fault (or --faults) against every policy on a "
+        "small fixed scenario and check issue 5's invariants; prints the "
+        "runs and violations per cell (--runs per cell, --json)")
+    add("--faults", type=_faults, metavar="A,B",
+        help="the faults --matrix runs (default: all)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -161,6 +192,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def build_scenario(args) -> Scenario:
+    if not 1 <= args.devices <= 16:
+        # 0 is a fault of its own (--fault no-devices).
+        raise ScenarioError("--devices must be between 1 and 16 (a guest "
+                            "without disks: --fault no-devices)")
     scenario = Scenario(
         memory_gb=args.memory, destroy_per_gb=args.destroy_per_gb,
         devices=args.devices, inflight=args.inflight,
@@ -178,16 +213,64 @@ def _fail(message: str) -> int:
     return 2
 
 
+def run_matrix_command(args) -> int:
+    from fastmig_tools.rehearse.matrix import (
+        MATRIX_BASE, format_matrix, matrix_json, run_fault_matrix)
+    if args.sweep or args.plot or args.fault:
+        return _fail("--matrix runs its own scenarios: no --sweep, --plot "
+                     "or --fault with it (use --faults to choose faults)")
+    faults = args.faults or list(FAULTS)
+    total = args.runs * len(args.policies) * len(faults)
+    progress = Progress(total, sys.stderr, enabled=not args.quiet)
+    quiet = None
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(name)s: %(message)s")
+    else:
+        # The faults make the core and the models log errors on purpose.
+        quiet = logging.NullHandler()
+        logging.getLogger().addHandler(quiet)
+    try:
+        cells = run_fault_matrix(faults, args.policies, args.runs,
+                                 seed=args.seed, xenstored=args.xenstored,
+                                 progress=progress)
+    except StoreUnavailable as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        sys.stderr.write("\nxend-fastmig rehearse: interrupted; hosts "
+                         "stopped, temporary files removed\n")
+        return 130
+    finally:
+        if quiet is not None:
+            logging.getLogger().removeHandler(quiet)
+    if args.json:
+        knobs = dict(MATRIX_BASE, seed=args.seed, xenstored=args.xenstored)
+        json.dump(matrix_json(cells, args.policies, args.runs, knobs),
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_matrix(cells, args.policies) + "\n")
+    return 0
+
+
 def run(args) -> int:
+    if args.matrix:
+        return run_matrix_command(args)
+    if args.faults:
+        return _fail("--faults chooses the faults of --matrix; for one run "
+                     "use --fault NAME[@WHEN]")
     try:
         base = build_scenario(args)
+        if args.fault:
+            base = apply_fault(base, *args.fault)
+            base.validate()
         sweep = [parse_sweep(spec) for spec in args.sweep]
         names = [name for name, _ in sweep]
         if len(set(names)) != len(names):
             raise ScenarioError("a knob is swept twice")
         if args.plot:
             check_plot_target(args.plot)
-    except (ScenarioError, PlotUnavailable) as exc:
+    except (ScenarioError, PlotUnavailable, FaultError) as exc:
         return _fail(str(exc))
     if args.verbose:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -27,6 +27,8 @@ import shutil
 import tempfile
 import time
 
+from fastmig_tools.models.blkback import HungBlkback
+from fastmig_tools.rehearse import faults
 from fastmig_tools.rehearse.disk import SharedDisk
 from fastmig_tools.rehearse.platform import ModelPlatform
 from fastmig_tools.rehearse.policies import run_policy
@@ -77,6 +79,12 @@ class RunResult:
     target_error: str | None
     core_log: list[str]
     scenario: dict
+    # For the invariants (fastmig_tools.rehearse.faults.violations).
+    source_destroyed_ms: float | None = None
+    handover_ms: float | None = None
+    target_sent_err: bool = False
+    leftovers: list = dataclasses.field(default_factory=list)
+    violations: list = dataclasses.field(default_factory=list)
 
     @property
     def disk_verdict(self) -> str:
@@ -115,6 +123,14 @@ def _forget_domain(api, domid, uuid):
     for devclass in ("vbd", "tap", "vif"):
         xst.Remove("/local/domain/0/backend/%s/%d" % (devclass, domid))
         xst.Remove("/local/domain/0/error/backend/%s/%d" % (devclass, domid))
+
+
+def _forget_on(host_store, domid, uuid):
+    api = host_store.api(thread_name="cleanup")
+    try:
+        _forget_domain(api, domid, uuid)
+    finally:
+        host_store.release(api)
 
 
 def run_once(scenario: Scenario, stores=None,
@@ -167,6 +183,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
     domid = next(_domids)
     disks = [("xvd%s" % chr(ord("a") + i), "file:%s" % disk_path)
              for i in range(scenario.devices)]
+    specs = [{"dev": dev, "uname": uname} for dev, uname in disks]
     actors: list = []
 
     def suspended(t):
@@ -176,12 +193,16 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
 
     dominfo = RehearsalDomainInfo(
         store, domid, "guest%d" % domid,
-        vbds=[{"dev": dev, "uname": uname} for dev, uname in disks],
+        vbds=specs if scenario.disk_class == "vbd" else [],
+        taps=specs if scenario.disk_class == "tap" else [],
+        notes={"SUSPEND_CANCEL": 1} if scenario.suspend_cancel else None,
+        hvm=scenario.hvm,
         memory_gb=scenario.memory_gb,
         destroy_seconds_per_gb=scenario.destroy_per_gb,
         on_suspend=suspended,
         on_resumed=lambda t: guest.run_again("source"))
-    cleanups.append(lambda: _forget_domain(source_api, domid, dominfo.uuid))
+    # Through a connection of its own: a fault may have reset xend's.
+    cleanups.append(lambda: _forget_on(source_store, domid, dominfo.uuid))
     actors.extend(start_source_backends(source_store, dominfo, guest,
                                         scenario.backend))
     cleanups.append(lambda: stop_backends(source_store, actors))
@@ -191,7 +212,9 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
                         restore_seconds=scenario.restore_seconds,
                         fail_after_image=scenario.target_fails_after_image,
                         timeout=scenario.run_timeout,
-                        first_domid=next(_domids)).start()
+                        first_domid=next(_domids),
+                        fault=faults.FAULTS[scenario.fault].target
+                        if scenario.fault else None).start()
     cleanups.append(target.stop)
 
     def forget_target():
@@ -208,6 +231,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
     def run_xc_save(*args, **kwargs):
         real_run_xc_save(*args, **kwargs)
         ops_at_image.append(source_api.handle.count)
+        faults.arm_store_fault(scenario, source_store, source_api)
     platform.run_xc_save = run_xc_save
 
     from xend_fastmig.options import FastMigrationOptions
@@ -226,8 +250,10 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
     report = None
     error = None
     try:
-        report = run_policy(scenario.policy, dominfo, target.port, platform,
-                            store, options, timeout=scenario.run_timeout)
+        with faults.source_faults(scenario, dominfo):
+            report = run_policy(scenario.policy, dominfo, target.port,
+                                platform, store, options,
+                                timeout=scenario.run_timeout)
     except Exception as exc:
         error = "%s: %s" % (type(exc).__name__, exc)
     finally:
@@ -240,6 +266,10 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
 
     target.wait_idle(scenario.run_timeout)
     _wait_for_landings(guest, actors, scenario)
+    if source_store.embedded is not None:
+        # A fault no request took must not hit the checks.
+        source_store.embedded.clear_faults()
+    leftovers = _leftovers(source_store, dominfo, actors)
     verdict = disk.check()
     store_ops = None
     if store_ops_before is not None:
@@ -247,7 +277,51 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
     result = _result(scenario, guest, platform, target, dominfo, actors,
                      verdict, report, error, source_done, xs_ops, store_ops)
     result.core_log = list(capture.lines)
+    result.leftovers = leftovers
+    result.source_destroyed_ms = _ms(dominfo.times.get("domid_cleared"),
+                                     guest.suspended_at)
+    if platform.image_sent_at is not None:
+        result.handover_ms = (source_done - platform.image_sent_at) * 1000.0
+    result.target_sent_err = any(
+        run.reply is not None and "(err" in run.reply for run in target.runs)
+    result.violations = faults.violations(result)
     return result
+
+
+def _leftovers(host_store, dominfo, actors, timeout=2.0):
+    """What a destroyed source copy left in the source's xenstore.
+
+    Reads through a connection of its own (xend's may have been reset by a
+    fault) and waits, bounded, for the backends' own teardown; a backend
+    whose kernel hung keeps its directory under every policy and is not
+    counted.
+    """
+    domid = dominfo.destroyed_domid
+    if domid is None:
+        return []
+    # A hung kernel, or one whose own xenstore requests a fault made fail
+    # (it lost an event), keeps its directory: the kernel's doing.
+    hung = set(actor.backend for actor, _api in actors
+               if isinstance(actor, HungBlkback) or actor.errors)
+    api = host_store.api(thread_name="leftover-check")
+    try:
+        xst = api.xstransact
+        deadline = time.monotonic() + timeout
+        while True:
+            left = []
+            if xst.Read("/local/domain/%d" % domid) is not None:
+                left.append("/local/domain/%d" % domid)
+            for devclass in ("vbd", "tap"):
+                root = "/local/domain/0/backend/%s/%d" % (devclass, domid)
+                for devid in xst.List(root):
+                    path = "%s/%s" % (root, devid)
+                    if path not in hung:
+                        left.append(path)
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.01)
+    finally:
+        host_store.release(api)
 
 
 def _wait_for_landings(guest, actors, scenario):

@@ -34,7 +34,10 @@ __all__ = [
 ]
 
 POLICIES = ("stock", "patch2008", "xen41", "fastmig")
-BACKENDS = ("classic", "shutdown-request", "hung")
+# "buggy": a kernel whose hotplug cleanup runs before its drain (the
+# remove-before-drain fault; nothing can detect it).
+BACKENDS = ("classic", "shutdown-request", "hung", "buggy")
+DISK_CLASSES = ("vbd", "tap")
 XENSTOREDS = ("embedded", "real")
 
 DELAY_MEDIAN_MS = 5.0
@@ -119,6 +122,12 @@ class Scenario:
     seed: int = 1
     # Deadline for a whole run (every wait inside has its own, shorter).
     run_timeout: float = 300.0
+    # faults.FAULTS name (None: no fault) and its @when value.
+    fault: str | None = None
+    fault_when: float | None = None
+    disk_class: str = "vbd"
+    suspend_cancel: bool = False
+    hvm: bool = False
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
@@ -134,8 +143,14 @@ class Scenario:
             raise ScenarioError("memory must be more than zero")
         if self.destroy_per_gb < 0:
             raise ScenarioError("--destroy-per-gb must be zero or more")
-        if not 1 <= self.devices <= 16:
-            raise ScenarioError("--devices must be between 1 and 16")
+        if not 0 <= self.devices <= 16:
+            raise ScenarioError("--devices must be between 0 and 16")
+        if self.disk_class not in DISK_CLASSES:
+            raise ScenarioError("unknown disk class %r" % self.disk_class)
+        if self.fault is not None:
+            from fastmig_tools.rehearse.faults import FAULTS
+            if self.fault not in FAULTS:
+                raise ScenarioError("unknown fault %r" % self.fault)
         if not 0 <= self.inflight <= 32:
             raise ScenarioError("--inflight must be between 0 and 32 "
                                 "(a 3.1 blkif ring holds 32 requests)")
@@ -169,7 +184,7 @@ class Scenario:
             for slot in range(self.inflight):
                 delay = min(rng.lognormvariate(mu, self.delay_sigma), cap)
                 specs.append(InflightSpec(device, slot, delay))
-        if self.slow_write_ms is not None:
+        if self.slow_write_ms is not None and self.devices > 0:
             specs.append(InflightSpec(0, self.inflight,
                                       self.slow_write_ms / 1000.0))
         return specs

@@ -43,6 +43,14 @@ class InjectedFailure(Exception):
     """The fault the rehearsal injects into the target's restore."""
 
 
+class _HangUp(Exception):
+    """The target process dies (``reset``: its connection is reset)."""
+
+    def __init__(self, reset: bool):
+        super().__init__("reset" if reset else "hang-up")
+        self.reset = reset
+
+
 class TargetRun:
     """What happened to one incoming migration (times are monotonic)."""
 
@@ -76,13 +84,23 @@ class TargetHost:
     def __init__(self, host_store, guest_io, *, memory_gb: float,
                  destroy_per_gb: float, restore_seconds: float,
                  fail_after_image: bool = False, timeout: float = 300.0,
-                 clock=time.monotonic, first_domid: int = 1):
+                 clock=time.monotonic, first_domid: int = 1,
+                 fault: tuple | None = None):
         self.host_store = host_store
         self.guest_io = guest_io
         self.memory_gb = memory_gb
         self.destroy_per_gb = destroy_per_gb
         self.restore_seconds = restore_seconds
         self.fail_after_image = fail_after_image
+        # (step, action): step stream / completeRestore / waitForDevices /
+        # unpause (action err, hangup or reset: the copy is destroyed) or
+        # verdict (the copy runs; action garbage, oversized, silent,
+        # reset).
+        if fail_after_image and fault is None:
+            fault = ("stream", "err")
+        self.fault = fault
+        # The connection being restored (one migration at a time here).
+        self._current: socket.socket | None = None
         self.timeout = timeout
         self.clock = clock
         self._next_domid = first_domid
@@ -180,12 +198,16 @@ class TargetHost:
             self._send(conn, run, READY_REPLY)
             try:
                 self._restore(conn, run)
+            except _HangUp as exc:
+                run.error = "target %s (injected)" % exc
+                return
             except Exception as exc:
                 run.error = "%s: %s" % (type(exc).__name__, exc)
                 log.info("target: restore failed: %s", run.error)
                 self._send(conn, run, ERR_REPLY)
                 return
-            self._send(conn, run, OK_REPLY)
+            if not self._verdict_fault(conn, run):
+                self._send(conn, run, OK_REPLY)
             # relocate.py closes when its read loop sees EOF.
             self._wait_readable(conn)
         except Exception as exc:
@@ -233,6 +255,7 @@ class TargetHost:
     # -- XendCheckpoint.restore -----------------------------------------
 
     def _restore(self, conn: socket.socket, run: TargetRun) -> None:
+        self._current = conn
         signature = read_exact(conn, len(SIGNATURE), "signature")
         if signature != SIGNATURE:
             raise StreamError("not a valid guest state file: found %r"
@@ -254,13 +277,14 @@ class TargetHost:
         try:
             run.image_bytes, ring = read_image(conn)
             run.image_read_at = self.clock()
-            if self.fail_after_image:
-                raise InjectedFailure("xc_restore failed after the whole "
-                                      "image was read (injected)")
+            self._fail_at("stream")
             self._gate(conn, run)
+            self._fail_at("completeRestore")
+            self._fail_at("waitForDevices")
             # completeRestore + waitForDevices: a modelled, fixed cost.
             if self.restore_seconds > 0:
                 time.sleep(self.restore_seconds)
+            self._fail_at("unpause")
             run.unpaused_at = self.guest_io.run_again("target", ring)
         except BaseException:
             # restore's "except: dominfo.destroy(); raise"
@@ -270,6 +294,44 @@ class TargetHost:
             dominfo.destroyDomain()
             run.destroyed_at = self.clock()
             raise
+
+    def _fail_at(self, step: str) -> None:
+        if self.fault is None or self.fault[0] != step:
+            return
+        action = self.fault[1]
+        if action == "err":
+            raise InjectedFailure("%s failed (injected)" % step)
+        # The connection goes first (a process dies, a link resets); the
+        # copy is destroyed after, by the restore's own except clause.
+        conn = self._current
+        if action == "reset":
+            # A close with a zero linger sends RST, no FIN.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                            struct.pack("ii", 1, 0))
+        else:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        conn.close()
+        raise _HangUp(action == "reset")
+
+    def _verdict_fault(self, conn: socket.socket, run: TargetRun) -> bool:
+        """The copy runs; answer as the fault says.  True if it did."""
+        if self.fault is None or self.fault[0] != "verdict":
+            return False
+        action = self.fault[1]
+        if action == "garbage":
+            self._send(conn, run, "garbage, not a verdict\n")
+        elif action == "oversized":
+            self._send(conn, run, "(" * 70000)
+        elif action == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                            struct.pack("ii", 1, 0))
+            return True
+        # silent: nothing at all; the source's verdict deadline runs out.
+        self._wait_readable(conn)
+        return True
 
     def _gate(self, conn: socket.socket, run: TargetRun) -> None:
         """``os.read(fd, 1)``: wait for the source to close its side."""

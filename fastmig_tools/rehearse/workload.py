@@ -10,6 +10,7 @@ it first re-issues every request that was in flight, as blkfront's
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -27,6 +28,7 @@ BACKEND_FACTORIES = {
     "classic": ClassicBlkback,
     "shutdown-request": ShutdownRequestBlkback,
     "hung": HungBlkback,
+    "buggy": functools.partial(ClassicBlkback, remove_before_drain=True),
 }
 
 

@@ -1,0 +1,346 @@
+"""Named faults for the rehearsal (``--fault NAME[@when]``) and the
+invariants every run is checked against.
+
+A fault changes one run: the scenario's knobs (backend kind, devices,
+guest kind, a slow write), the target's restore (it fails at a step, hangs
+up, resets, answers garbage or nothing), the source's xenstore (EAGAIN /
+EACCES on reads, writes or commits, a reset of xend's connection) right
+after the image is sent, or the source's handover itself (an exception
+inside one of its steps; fastmig only, the other policies have no such
+steps).  ``@when`` is a number whose meaning each fault states (how many
+requests fail, how late a write lands).
+
+``violations(result)`` lists what a ``RunResult`` broke of issue 5's
+invariants, whatever the policy:
+
+* never two running copies;
+* the guest is lost only where stock 3.1 would lose it too (the fault
+  makes the target's copy fail), and never after the target said
+  ``(err ...)``;
+* every block on the shared disk holds its newest data;
+* the target is released only after the last in-flight write landed, or
+  after the source copy was destroyed (stock's moment);
+* the source's part ends within its deadlines;
+* nothing of a destroyed guest is left in the source's xenstore (a hung
+  backend keeps its own directory, under every policy).
+
+What cannot be detected: a backend that removes its directory before it
+has drained (``remove-before-drain``, a buggy kernel) looks drained to any
+toolstack that only sees xenstore; that fault is marked ``undetectable``
+and its violations are listed apart.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import threading
+
+__all__ = ["FaultSpec", "FAULTS", "parse_fault", "apply_fault",
+           "arm_store_fault", "source_faults", "violations", "FaultError",
+           "HANDOVER_SLACK"]
+
+# Scheduling noise allowed on top of a run's own deadlines (seconds).
+HANDOVER_SLACK = 2.0
+
+
+class FaultError(ValueError):
+    """A fault name or ``@when`` that the rehearsal does not know."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultSpec:
+    name: str
+    help: str
+    # Scenario knobs this fault sets (``when`` may set one more: see
+    # ``when_knob``).
+    knobs: tuple = ()
+    when_knob: str | None = None
+    when_default: float | None = None
+    # The target's restore: (step, action); see target.TargetHost.
+    target: tuple | None = None
+    # The source's xenstore after the image: (op, errno) or ("reset", 0).
+    store: tuple | None = None
+    # An exception inside this handover step (fastmig's code only).
+    source: str | None = None
+    # Does stock 3.1 lose the guest under this fault?
+    stock_loses: bool = False
+    # The fault itself forbids what an invariant asks (xend without
+    # xenstore cannot clean up; a resume that raises cannot bring the
+    # guest back): those invariants are not held against the run.
+    excuses: tuple = ()
+    undetectable: bool = False
+    embedded_only: bool = False
+
+
+def _f(name, help, **kw):
+    return FaultSpec(name=name, help=help, **kw)
+
+
+_FAULT_LIST = [
+    _f("none", "no fault: the baseline"),
+    _f("slow-write", "one in-flight write lands @MS after the suspend "
+       "(default 600 ms: after the source copy's destruction)",
+       when_knob="slow_write_ms", when_default=600.0),
+    _f("hung-backend", "block backends that never drain (hung storage)",
+       knobs=(("backend", "hung"),)),
+    _f("late-drain", "a write that lands after the drain timeout, @MS "
+       "(default 1.5 x the drain timeout)", when_knob="slow_write_ms"),
+    _f("remove-before-drain", "a buggy kernel: the hotplug cleanup removes "
+       "the backend directory before the drain (cannot be detected)",
+       knobs=(("backend", "buggy"), ("slow_write_ms", 300.0)),
+       undetectable=True),
+    _f("shutdown-request", "backends speaking shutdown-request/-done",
+       knobs=(("backend", "shutdown-request"), ("slow_write_ms", 300.0))),
+    _f("xs-eagain-read", "@N reads of the source's xenstore fail with "
+       "EAGAIN after the image is sent", store=("read", errno.EAGAIN),
+       when_default=1, embedded_only=True),
+    _f("xs-eacces-read", "@N reads fail with EACCES",
+       store=("read", errno.EACCES), when_default=1, embedded_only=True),
+    _f("xs-eagain-write", "@N writes fail with EAGAIN",
+       store=("write", errno.EAGAIN), when_default=1, embedded_only=True),
+    _f("xs-eacces-write", "@N writes fail with EACCES",
+       store=("write", errno.EACCES), when_default=1, embedded_only=True),
+    _f("xs-eagain-commit", "@N transaction commits conflict (EAGAIN)",
+       store=("commit", errno.EAGAIN), when_default=3, embedded_only=True),
+    _f("xs-eacces-commit", "@N transaction commits fail with EACCES",
+       store=("commit", errno.EACCES), when_default=1, embedded_only=True),
+    _f("xs-reset", "xend's xenstore connection is reset after @N more "
+       "requests", store=("reset", 0), when_default=0, embedded_only=True,
+       excuses=("left behind",)),
+    _f("target-stream", "the target fails while reading the stream "
+       "(after the image, before EOF) and says (err ...)",
+       target=("stream", "err"), stock_loses=True),
+    _f("target-completeRestore", "the target's completeRestore fails",
+       target=("completeRestore", "err"), stock_loses=True),
+    _f("target-waitForDevices", "the target's waitForDevices fails",
+       target=("waitForDevices", "err"), stock_loses=True),
+    _f("target-unpause", "the target's unpause fails",
+       target=("unpause", "err"), stock_loses=True),
+    _f("target-dies", "the target process dies after its release, "
+       "without a verdict", target=("completeRestore", "hangup"),
+       stock_loses=True),
+    _f("target-reset-before", "the target resets the connection before "
+       "its release (while a slow write keeps the source draining)",
+       knobs=(("slow_write_ms", 300.0),),
+       target=("stream", "reset"), stock_loses=True),
+    _f("target-reset-after", "the target runs, then resets the "
+       "connection instead of answering", target=("verdict", "reset")),
+    _f("target-garbage", "the target runs and answers garbage",
+       target=("verdict", "garbage")),
+    _f("target-oversized", "the target runs and answers 70 kB of '('",
+       target=("verdict", "oversized")),
+    _f("target-silent", "the target runs and never answers (the source "
+       "times out reading the verdict)", target=("verdict", "silent")),
+    _f("source-capture", "an exception while capturing the block devices",
+       source="capture"),
+    _f("source-release", "an exception while releasing the devices",
+       source="release"),
+    _f("source-drain", "an exception inside the drain wait",
+       source="drain"),
+    _f("source-verdict", "an exception while reading the verdict",
+       source="verdict"),
+    _f("source-destroy", "destroying the source copy raises",
+       source="destroy"),
+    _f("source-resume", "resuming the source copy raises (with a target "
+       "that fails at completeRestore)", source="resume",
+       target=("completeRestore", "err"), stock_loses=True,
+       excuses=("lost after",)),
+    _f("suspend-cancel", "a SUSPEND_CANCEL guest whose target fails at "
+       "completeRestore", knobs=(("suspend_cancel", True),),
+       target=("completeRestore", "err"), stock_loses=True),
+    _f("hvm", "an HVM guest (its device model is stopped at the suspend)",
+       knobs=(("hvm", True), ("slow_write_ms", 300.0))),
+    _f("tap", "blktap (tap) disks instead of vbds",
+       knobs=(("disk_class", "tap"), ("slow_write_ms", 300.0))),
+    _f("no-devices", "a guest without block devices",
+       knobs=(("devices", 0), ("slow_write_ms", None))),
+    _f("16-devices", "a guest with 16 block devices",
+       knobs=(("devices", 16), ("slow_write_ms", 300.0))),
+]
+
+FAULTS = {spec.name: spec for spec in _FAULT_LIST}
+
+
+def parse_fault(text: str) -> tuple[str, float | None]:
+    """``"xs-eagain-read@3"`` → ("xs-eagain-read", 3.0); FaultError if
+    unknown."""
+    name, sep, when = str(text).partition("@")
+    name = name.strip()
+    if name not in FAULTS:
+        raise FaultError("unknown fault %r (one of: %s)"
+                         % (name, ", ".join(FAULTS)))
+    value = None
+    if sep:
+        try:
+            value = float(when)
+        except ValueError:
+            raise FaultError("--fault %s@%s: %r is not a number"
+                             % (name, when, when)) from None
+        if value < 0:
+            raise FaultError("--fault %s: @when must be zero or more" % name)
+    return name, value
+
+
+def apply_fault(scenario, name: str | None, when: float | None = None):
+    """The scenario with ``name``'s knobs set (and ``fault``/``fault_when``
+    recorded); FaultError when the fault cannot run with this scenario."""
+    if not name or name == "none":
+        return scenario.replace(fault=None, fault_when=None)
+    spec = FAULTS[name]
+    if spec.embedded_only and scenario.xenstored != "embedded":
+        raise FaultError("fault %s needs the embedded xenstore" % name)
+    changes = dict(spec.knobs)
+    if when is None:
+        when = spec.when_default
+    if name == "late-drain" and when is None:
+        when = scenario.drain_timeout * 1500.0
+    if spec.when_knob is not None:
+        changes[spec.when_knob] = when
+    changes["fault"] = name
+    changes["fault_when"] = when
+    return scenario.replace(**changes)
+
+
+# ---------------------------------------------------------------------------
+# the source's xenstore
+# ---------------------------------------------------------------------------
+
+def arm_store_fault(scenario, host_store, xend_api) -> None:
+    """Called once the image is sent: inject the scenario's xenstore fault.
+
+    Errors go to whoever asks next (the source's xend first, as it is the
+    one working then; a backend may take one too, as on a real host).
+    """
+    spec = FAULTS.get(scenario.fault or "none")
+    if spec is None or spec.store is None:
+        return
+    store = host_store.embedded
+    if store is None:
+        raise FaultError("xenstore faults need the embedded xenstore")
+    op, err = spec.store
+    count = int(scenario.fault_when or 0)
+    if op != "reset":
+        store.fail_next(op, err, max(count, 1))
+        return
+    handle = xend_api.handle
+    # Through the counting wrapper to the connection itself.
+    inner = getattr(handle, "_handle", handle)
+    if count <= 0:
+        with store._lock:
+            inner._die()
+        return
+    seen = [0]
+    original = handle.__class__.__getattr__
+
+    def die_later(self, name, _orig=original):
+        attr = _orig(self, name)
+        if not callable(attr) or name in ("fileno", "read_watch",
+                                          "check_watch", "close"):
+            return attr
+
+        def call(*args, **kwargs):
+            seen[0] += 1
+            if seen[0] > count:
+                with store._lock:
+                    inner._die()
+            return attr(*args, **kwargs)
+        return call
+    # Only this handle: give it a class of its own.
+    handle.__class__ = type("FaultyCountingHandle", (handle.__class__,),
+                            {"__getattr__": die_later})
+
+
+# ---------------------------------------------------------------------------
+# the source's handover steps (fastmig's own code)
+# ---------------------------------------------------------------------------
+
+_patch_lock = threading.Lock()
+
+
+class InjectedSourceFault(RuntimeError):
+    """The exception a ``source-*`` fault raises inside the handover."""
+
+
+@contextlib.contextmanager
+def source_faults(scenario, dominfo):
+    """Make one step of the handover raise for the duration of the run."""
+    spec = FAULTS.get(scenario.fault or "none")
+    step = spec.source if spec is not None else None
+    if step is None:
+        yield
+        return
+    import xend_fastmig.handover as handover
+
+    def boom(*_args, **_kwargs):
+        raise InjectedSourceFault("injected: %s failed" % step)
+
+    undo = []
+
+    def patch(obj, attr, value):
+        undo.append((obj, attr, getattr(obj, attr)))
+        setattr(obj, attr, value)
+
+    with _patch_lock:
+        try:
+            if step == "capture":
+                patch(handover, "capture_block_devices", boom)
+            elif step == "release":
+                patch(handover, "release_devices", boom)
+            elif step == "drain":
+                patch(handover.DrainWaiter, "wait", boom)
+            elif step == "verdict":
+                patch(handover, "read_verdict", boom)
+            elif step == "destroy":
+                original = dominfo.destroyDomain
+
+                def destroy():
+                    original()
+                    raise InjectedSourceFault("injected: cleanupDomain "
+                                              "failed")
+                dominfo.destroyDomain = destroy
+            elif step == "resume":
+                dominfo._createDevices = boom
+            yield
+        finally:
+            for obj, attr, value in reversed(undo):
+                setattr(obj, attr, value)
+
+
+# ---------------------------------------------------------------------------
+# the invariants
+# ---------------------------------------------------------------------------
+
+def violations(result) -> list[str]:
+    """Every invariant of issue 5 that ``result`` (a RunResult) broke."""
+    from fastmig_tools.rehearse.runner import LOST, TWICE
+    scenario = result.scenario
+    spec = FAULTS.get(scenario.get("fault") or "none", FAULTS["none"])
+    found = []
+    if result.outcome == TWICE:
+        found.append("two running copies")
+    if result.outcome == LOST:
+        if result.target_sent_err:
+            found.append("lost after the target said (err ...)")
+        elif not spec.stock_loses:
+            found.append("lost where stock 3.1 would not lose it")
+    if not result.disk_clean:
+        found.append("stale blocks on the shared disk")
+    released = result.released_ms
+    if released is not None and result.last_write_ms is not None \
+            and released < result.last_write_ms:
+        destroyed = result.source_destroyed_ms
+        if destroyed is None or released < destroyed:
+            found.append("released before the last write and before the "
+                         "source copy was destroyed")
+    if result.handover_ms is not None:
+        budget = (2 * scenario["drain_timeout"] + scenario["verdict_timeout"]
+                  + scenario["memory_gb"] * scenario["destroy_per_gb"]
+                  + HANDOVER_SLACK) * 1000.0
+        if result.handover_ms > budget:
+            found.append("the source took %.0f ms after the image, over "
+                         "%.0f ms" % (result.handover_ms, budget))
+    if result.leftovers:
+        found.append("left behind: %s" % ", ".join(result.leftovers[:3]))
+    return [v for v in found
+            if not any(v.startswith(e) for e in spec.excuses)]

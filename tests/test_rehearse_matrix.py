@@ -1,0 +1,165 @@
+"""``xend-fastmig rehearse --fault`` and ``--matrix``: the named faults,
+the invariant checker, and the outcome table.
+
+The checker must have teeth (stock, patch2008 and xen41 are caught where
+their code is unsafe) and fastmig must break no invariant under any fault
+but the one nobody can detect (a kernel removing its backend directory
+before its drain).
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from fastmig_tools.rehearse.faults import (FAULTS, FaultError, apply_fault,
+                                           parse_fault)
+from fastmig_tools.rehearse.matrix import MATRIX_BASE, run_fault_matrix
+from fastmig_tools.rehearse.runner import AT_TARGET, LOST, RESUMED, run_once
+from fastmig_tools.rehearse.scenario import Scenario
+
+
+def _main(argv, capsys):
+    from fastmig_tools.cli import main
+    code = main(["rehearse"] + argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _scenario(policy, fault):
+    return apply_fault(Scenario(policy=policy, **MATRIX_BASE), fault)
+
+
+# ---------------------------------------------------------------------------
+# fastmig under every fault
+# ---------------------------------------------------------------------------
+
+DETECTABLE = [name for name, spec in FAULTS.items() if not spec.undetectable]
+
+
+def test_fastmig_breaks_no_invariant_under_any_detectable_fault():
+    cells = run_fault_matrix(DETECTABLE, ["fastmig"], runs=1)
+    broken = {fault: dict(cell.kinds) for (fault, _p), cell in cells.items()
+              if cell.violating}
+    assert broken == {}
+    assert sum(cell.runs for cell in cells.values()) == len(DETECTABLE)
+
+
+@pytest.mark.parametrize("fault", ["target-stream", "target-completeRestore",
+                                   "target-waitForDevices", "target-unpause",
+                                   "target-reset-before", "suspend-cancel"])
+def test_a_target_failing_before_it_runs_gets_the_guest_back(fault):
+    result = run_once(_scenario("fastmig", fault))
+    assert result.outcome == RESUMED
+    assert result.violations == []
+
+
+def test_stock_loses_the_guest_when_the_target_says_err():
+    result = run_once(_scenario("stock", "target-completeRestore"))
+    assert result.outcome == LOST
+    assert "lost after the target said (err ...)" in result.violations
+
+
+@pytest.mark.parametrize("policy", ["stock", "xen41", "patch2008"])
+def test_a_slow_write_corrupts_the_disk_of_the_other_policies(policy):
+    result = run_once(_scenario(policy, "slow-write"))
+    assert "stale blocks on the shared disk" in result.violations
+
+
+def test_the_undetectable_fault_is_caught_by_the_checker_not_by_fastmig():
+    result = run_once(_scenario("fastmig", "remove-before-drain"))
+    assert result.outcome == AT_TARGET
+    assert "stale blocks on the shared disk" in result.violations
+
+
+def test_parse_fault():
+    assert parse_fault("xs-eagain-read@3") == ("xs-eagain-read", 3.0)
+    assert parse_fault("hung-backend") == ("hung-backend", None)
+    with pytest.raises(FaultError):
+        parse_fault("gremlins")
+    with pytest.raises(FaultError):
+        parse_fault("slow-write@soon")
+    with pytest.raises(FaultError):
+        apply_fault(Scenario(xenstored="real"), "xs-reset")
+
+
+def test_when_sets_the_slow_write():
+    assert apply_fault(Scenario(), "slow-write", 900.0).slow_write_ms == 900.0
+    late = apply_fault(Scenario(drain_timeout=1.0), "late-drain")
+    assert late.slow_write_ms == 1500.0
+
+
+# ---------------------------------------------------------------------------
+# the command line
+# ---------------------------------------------------------------------------
+
+def test_matrix_table(capsys):
+    code, out, err = _main(["--matrix", "--quiet", "--policies",
+                            "stock,xen41,fastmig", "--faults",
+                            "none,slow-write,target-stream"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    header = next(l for l in lines if l.startswith("fault"))
+    assert header.split() == ["fault", "stock", "xen41", "fastmig"]
+    rows = {l.split()[0]: l.split()[1:] for l in lines
+            if not l.startswith(" ") and l.split()
+            and l.split()[0] in ("none", "slow-write", "target-stream")}
+    assert rows["none"] == ["0/1", "target"] * 3
+    assert rows["slow-write"][0] == "1/1" and rows["slow-write"][4] == "0/1"
+    assert rows["target-stream"] == ["1/1", "LOST", "1/1", "LOST",
+                                     "0/1", "source"]
+    assert "fastmig: 3 runs, 0 with invariant violations" in out
+    assert "stock: 3 runs, 2 with invariant violations" in out
+    assert "target-stream          stock     1x lost after the target " \
+        "said (err ...)" in out
+
+
+def test_matrix_json(capsys):
+    code, out, err = _main(["--matrix", "--quiet", "--json", "--policies",
+                            "stock,fastmig", "--faults", "hung-backend",
+                            "--runs", "2"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["schema"] == "xend-fastmig-matrix/1"
+    assert doc["runs_per_cell"] == 2
+    cells = {(c["fault"], c["policy"]): c for c in doc["cells"]}
+    assert set(cells) == {("hung-backend", "stock"),
+                          ("hung-backend", "fastmig")}
+    assert cells[("hung-backend", "fastmig")]["runs"] == 2
+    assert cells[("hung-backend", "fastmig")]["violating_runs"] == 0
+    assert doc["totals"]["fastmig"] == {"runs": 2, "violating_runs": 0,
+                                        "undetectable_violating_runs": 0}
+
+
+def test_one_run_with_a_fault(capsys):
+    code, out, err = _main(["--fault", "target-completeRestore",
+                            "--policies", "stock,fastmig", "--precopy", "10",
+                            "--memory", "0.25G", "--quiet", "--json"],
+                           capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    runs = {p["policy"]: p["runs"][0] for p in doc["points"][0]["policies"]}
+    assert runs["fastmig"]["outcome"] == RESUMED
+    assert runs["fastmig"]["violations"] == []
+    assert runs["stock"]["outcome"] == LOST
+    assert runs["stock"]["violations"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--fault", "gremlins"], "unknown fault 'gremlins'"),
+    (["--fault", "slow-write@soon"], "is not a number"),
+    (["--matrix", "--faults", "none,gremlins"], "unknown fault 'gremlins'"),
+    (["--matrix", "--fault", "none"], "--matrix runs its own scenarios"),
+    (["--faults", "none"], "--faults chooses the faults of --matrix"),
+    (["--fault", "xs-reset", "--xenstored", "real"],
+     "needs the embedded xenstore"),
+])
+def test_bad_fault_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        from fastmig_tools.cli import main
+        sys.exit(main(["rehearse"] + argv))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
