@@ -134,13 +134,12 @@ class Handover:
 
     def run(self):
         """Run the handover; returns the ``HandoverReport``."""
-        early = peek_for_failure(self.sock)
         # Kept for the verdict, whichever path reads it.
-        self._early = early
-        if early:
+        self._early = peek_for_failure(self.sock)
+        if self._early:
             self.log.warning("fastmig: domain %s: unexpected data from the "
                              "target before its release: %r",
-                             self.domid, early[:200])
+                             self.domid, self._early[:200])
         store = self.env.store
         try:
             devices, problems = capture_block_devices(store, self.domid,
@@ -181,17 +180,16 @@ class Handover:
                                      % (sys.exc_info()[1],), devices, True)
         phase.done()
 
-        try:
-            early = early + peek_for_failure(self.sock)
-        except TargetFailed:
+        failure = self._target_gave_up()
+        if failure is not None:
             # The target gave up while the backends drained: it is not
             # running, and the source copy can come back on new devices.
-            self.report.reason = str(sys.exc_info()[1])
+            self.report.reason = str(failure)
             self._resume()
             return self._finish()
 
         self._unleash()
-        self._read_verdict(early)
+        self._read_verdict(self._early)
         if self.report.verdict.kind == OK:
             self._destroy()
             self.report.outcome = AT_TARGET
@@ -220,13 +218,11 @@ class Handover:
         """
         self.report.path = STOCK_ORDER
         self.report.reason = reason
-        try:
-            early = self._early + peek_for_failure(self.sock)
-        except TargetFailed:
+        failure = self._target_gave_up()
+        if failure is not None:
             if not released:
-                raise
-            self.report.reason = "%s; then %s" % (reason,
-                                                  sys.exc_info()[1])
+                raise failure
+            self.report.reason = "%s; then %s" % (reason, failure)
             self._resume()
             return self._finish()
         self.log.warning("fastmig: domain %s: %s; falling back to the stock "
@@ -247,7 +243,7 @@ class Handover:
                            self.domid, sys.exc_info()[1])
         phase.done()
         self._unleash()
-        self._read_verdict(early)
+        self._read_verdict(self._early)
         if self.report.verdict.kind == OK:
             self.report.outcome = AT_TARGET
         elif self.report.verdict.kind == ERR:
@@ -258,6 +254,17 @@ class Handover:
         else:
             self.report.outcome = UNKNOWN
         return self._finish()
+
+    def _target_gave_up(self):
+        """Look again without blocking; the ``TargetFailed`` if it gave up.
+
+        What else the target sent is added to what the verdict will read.
+        """
+        try:
+            self._early = self._early + peek_for_failure(self.sock)
+        except TargetFailed:
+            return sys.exc_info()[1]
+        return None
 
     def _dom0_block_backends(self):
         try:
