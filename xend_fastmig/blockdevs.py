@@ -1,36 +1,43 @@
-"""A domain's block devices, captured before anything is torn down.
+"""A domain's block devices, named from dom0's own tree.
 
-The drain wait must know every block backend of the domain even after its
-frontend entries were removed and after the domain was destroyed (3.1.0's
-destroyDomain clears the domid, which made the stock wait vacuous), so the
-device list is captured once, from the domid and paths of the live domain,
-and handed to every later step.
+A guest owns its frontend directories (``/local/domain/<domid>/device``):
+it can rewrite their ``backend`` key to name another guest's backend, or
+``/local/domain/0/backend`` itself.  So every path the handover writes,
+removes or waits on is built here from trusted parts: the backend
+domain's own tree, ``/local/domain/<backend-domid>/backend/<class>/<domid>/<devid>``,
+indexed by the migrating domain's id, and kept only when its ``frontend``
+and ``frontend-id`` (written by xend when it created the device) name
+this domain.  What the guest wrote is at most a hint of which backend
+domains to look in, and is logged when it disagrees.
+
+The list is captured once, from the live domain's id: the drain wait must
+know every block backend even after the domain was destroyed (3.1.0's
+destroyDomain clears the domid, which made the stock wait vacuous).
 """
 
 import logging
-import re
 
 from xend_fastmig.store import backend_root, frontend_root
 
-__all__ = ["BLOCK_CLASSES", "BlockDevice", "capture_block_devices",
-           "advertises_shutdown_request"]
+__all__ = ["BLOCK_CLASSES", "FRONTEND_CLASSES", "BlockDevice",
+           "capture_block_devices", "advertises_shutdown_request"]
 
 log = logging.getLogger("xend")
 
 # blktap1 devices ("tap") hold guest I/O exactly like vbds; stock 3.1's
 # testDeviceComplete forgot them.
 BLOCK_CLASSES = ("vbd", "tap")
-
-_BACKEND_PATH = re.compile(r"^/local/domain/(\d+)/backend/([^/]+)/\d+/[^/]+$")
+# Where a block device's frontend lives: a tap device's frontend is a
+# vbd like any disk.
+FRONTEND_CLASSES = ("vbd", "tap")
+DOM0_ID = 0
 
 
 class BlockDevice:
     """One block device: where its backend lives and how it reports a drain.
 
-    ``devclass`` is the backend's class: a blktap device has its frontend
-    under ``device/vbd`` like any disk, but its backend under
-    ``backend/tap``.
-
+    ``backend`` is always dom0-tree-built and checked; ``frontend`` is the
+    frontend path the backend names, kept only when it is this domain's.
     ``protocol`` is True when the backend domain implements the
     shutdown-request protocol (it then writes ``shutdown-done``).
     """
@@ -59,65 +66,100 @@ def advertises_shutdown_request(store, backend_domid):
     return value is not None and value.strip() == "1"
 
 
+def _is_number(text):
+    return text is not None and text.isdigit()
+
+
+def _backend_domain_hints(store, domid, dompath):
+    """Backend domains the guest's frontends mention: hints, not names.
+
+    A hint only chooses a tree to look in; that tree is indexed by this
+    domain's id, so a hint can never lead to another guest's backend.
+    """
+    hints = [DOM0_ID]
+    for fclass in FRONTEND_CLASSES:
+        root = frontend_root(dompath, fclass)
+        for devid in store.xstransact.List(root):
+            value = store.xstransact.Read("%s/%s" % (root, devid),
+                                          "backend-id")
+            if _is_number(value) and int(value) not in hints:
+                hints.append(int(value))
+    return hints
+
+
+def _guest_claims(store, dompath):
+    """``{frontend path: backend path}`` as the guest's frontends say."""
+    claims = {}
+    for fclass in FRONTEND_CLASSES:
+        root = frontend_root(dompath, fclass)
+        for devid in store.xstransact.List(root):
+            frontend = "%s/%s" % (root, devid)
+            claims[frontend] = store.xstransact.Read(frontend, "backend")
+    return claims
+
+
 def capture_block_devices(store, domid, dompath):
     """Return ``(devices, problems)`` for the domain's block devices.
 
-    Devices come from the frontend entries (which name their backend,
-    wherever it lives) and from dom0's backend directories for the domain
-    (a backend whose frontend is already gone may still be draining).
-    ``problems`` lists entries that cannot be trusted: the caller must not
-    take the fast path when it is not empty, since an unknown backend can
-    never positively confirm its drain.  Never writes to the store.
+    ``devices`` holds only backends found in a backend domain's own tree
+    under this domain's id.  ``problems`` lists what makes a positive
+    drain confirmation impossible (a backend whose own keys do not name
+    this domain): the caller must then not take the fast path.  A
+    guest-written ``backend`` key that disagrees with the trusted name is
+    logged and never used.  Never writes to the store.
     """
     devices = []
     problems = []
-    by_backend = {}
-    protocol_of = {}
-
-    def protocol(backend_domid):
-        if backend_domid not in protocol_of:
-            protocol_of[backend_domid] = advertises_shutdown_request(
-                store, backend_domid)
-        return protocol_of[backend_domid]
-
-    for devclass in BLOCK_CLASSES:
-        for devid in store.xstransact.List(frontend_root(dompath, devclass)):
-            frontend = "%s/%s" % (frontend_root(dompath, devclass), devid)
-            if not devid.isdigit():
-                problems.append("%s: device id %r is not a number"
-                                % (frontend, devid))
-                continue
-            backend = store.xstransact.Read(frontend, "backend")
-            if not backend:
-                problems.append("%s has no backend key" % frontend)
-                continue
-            match = _BACKEND_PATH.match(backend)
-            if match is None:
-                problems.append("%s names an unexpected backend path %r"
-                                % (frontend, backend))
-                continue
-            backend_domid = int(match.group(1))
-            if match.group(2) not in BLOCK_CLASSES:
-                problems.append("%s names a backend of unknown class %r"
-                                % (frontend, match.group(2)))
-                continue
-            device = BlockDevice(match.group(2), devid, backend,
-                                 backend_domid, frontend,
-                                 protocol(backend_domid))
-            devices.append(device)
-            by_backend[backend] = device
-
-        root = backend_root(0, devclass, domid)
-        for devid in store.xstransact.List(root):
-            backend = "%s/%s" % (root, devid)
-            if backend in by_backend:
-                continue
-            if not devid.isdigit():
-                problems.append("%s: device id %r is not a number"
-                                % (backend, devid))
-                continue
-            device = BlockDevice(devclass, devid, backend, 0, None,
-                                 protocol(0))
-            devices.append(device)
-            by_backend[backend] = device
+    trusted_frontends = {}
+    for backend_domid in _backend_domain_hints(store, domid, dompath):
+        protocol = None
+        for devclass in BLOCK_CLASSES:
+            root = backend_root(backend_domid, devclass, domid)
+            for devid in store.xstransact.List(root):
+                backend = "%s/%s" % (root, devid)
+                if not devid.isdigit():
+                    problems.append("%s: device id %r is not a number"
+                                    % (backend, devid))
+                    continue
+                owner = store.xstransact.Read(backend, "frontend-id")
+                if owner is None:
+                    # Removed by its hotplug cleanup since the listing:
+                    # it has drained.
+                    continue
+                if owner.strip() != str(domid):
+                    problems.append("%s names frontend domain %r, not %s"
+                                    % (backend, owner, domid))
+                    continue
+                frontend = store.xstransact.Read(backend, "frontend")
+                if frontend not in _own_frontends(dompath, devid):
+                    log.warning("fastmig: %s names frontend %r, which is "
+                                "not domain %s's device %s; its frontend "
+                                "is left alone", backend, frontend, domid,
+                                devid)
+                    frontend = None
+                if protocol is None:
+                    protocol = advertises_shutdown_request(store,
+                                                           backend_domid)
+                devices.append(BlockDevice(devclass, devid, backend,
+                                           backend_domid, frontend,
+                                           protocol))
+                if frontend is not None:
+                    trusted_frontends[frontend] = backend
+    _log_disagreements(store, domid, dompath, trusted_frontends)
     return devices, problems
+
+
+def _own_frontends(dompath, devid):
+    paths = []
+    for fclass in FRONTEND_CLASSES:
+        paths.append("%s/%s" % (frontend_root(dompath, fclass), devid))
+    return paths
+
+
+def _log_disagreements(store, domid, dompath, trusted_frontends):
+    for frontend, claimed in _guest_claims(store, dompath).items():
+        trusted = trusted_frontends.get(frontend)
+        if claimed != trusted:
+            log.warning("fastmig: domain %s's frontend %s names backend %r; "
+                        "dom0's tree says %r: the guest's name is not used",
+                        domid, frontend, claimed, trusted)

@@ -1,4 +1,4 @@
-"""Waiting until block backends have drained: our ``testDeviceComplete``.
+"""Waiting until block backends have drained: ``testDeviceComplete(io_done=True)``.
 
 A backend has drained when it positively says so: ``shutdown-done`` for a
 backend speaking the shutdown-request protocol, or its directory gone for a
@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 
+from xend_fastmig import registry
 from xend_fastmig.blockdevs import BLOCK_CLASSES, BlockDevice, \
      capture_block_devices
 from xend_fastmig.clock import monotonic, now
@@ -28,7 +29,7 @@ from xend_fastmig.compat import select_readable
 from xend_fastmig.errors import DrainTimeout
 from xend_fastmig.store import backend_root
 
-__all__ = ["DrainWaiter", "test_device_complete", "MIGRATE_TIMEOUT",
+__all__ = ["DrainWaiter", "wait_for_drain", "MIGRATE_TIMEOUT",
            "BACKEND_GONE", "SHUTDOWN_DONE", "dom0_block_backends"]
 
 log = logging.getLogger("xend")
@@ -125,14 +126,17 @@ class DrainWaiter:
     waits past its deadline (plus one store round trip).
     """
 
-    def __init__(self, store, devices, timeout):
+    def __init__(self, store, devices, timeout, gone_only=False):
         self.store = store
         self.devices = list(devices)
         self.timeout = timeout
+        # A resume must see every old backend directory gone: 3.1's
+        # createDevice refuses a device whose backend still exists.
+        self.gone_only = gone_only
 
     def confirmation(self, device):
         """How ``device`` has confirmed its drain, or None if it has not."""
-        if device.protocol:
+        if device.protocol and not self.gone_only:
             if self.store.read(device.backend + "/shutdown-done") \
                     is not None:
                 return SHUTDOWN_DONE
@@ -203,42 +207,34 @@ class DrainWaiter:
         return RECHECK_INTERVAL
 
 
-def test_device_complete(dominfo, store, io_done=False, timeout=None,
-                         devices=None):
-    """Our fork of ``XendDomainInfo.testDeviceComplete``.
+def wait_for_drain(dominfo):
+    """What ``XendDomainInfo.testDeviceComplete(io_done=True)`` runs.
 
-    Without ``io_done``: stock semantics, for ``tap`` as well as ``vbd``:
-    wait until dom0's backend directories of the domain are gone, give up
-    after ``timeout`` (stock's 30 s) with a log line and return.
-
-    With ``io_done``: wait until every block backend of the domain (the
-    given ``devices``, else those found now) has confirmed its drain; raise
-    ``DrainTimeout`` naming the busy ones when ``timeout`` runs out.
+    Waits until every block backend of the domain has confirmed its
+    drain and returns the confirmations (see ``DrainWaiter.wait``); raises
+    ``DrainTimeout`` naming the busy ones.  Within a handover it waits on
+    the devices the handover captured, until the handover's drain
+    deadline; otherwise on the devices found now, for the configured
+    drain timeout.
     """
-    if timeout is None:
-        timeout = MIGRATE_TIMEOUT
-    domid = dominfo.getDomid()
-    if devices is None:
-        if io_done:
-            devices, problems = capture_block_devices(store, domid,
-                                                      dominfo.dompath)
-            for problem in problems:
-                log.warning("fastmig: %s", problem)
-        else:
-            devices = dom0_block_backends(store, domid)
-    waiter = DrainWaiter(store, devices, timeout)
-    if io_done:
-        return waiter.wait()
-    try:
-        return waiter.wait()
-    except DrainTimeout:
-        log.info("Dev still active but hit max loop timeout: %s",
-                 sys.exc_info()[1])
-        return []
+    handover = registry.lookup(dominfo)
+    if handover is not None:
+        return handover.wait_for_drain()
+    from xend_fastmig.xendenv import xend_environment
+    env = xend_environment()
+    devices, problems = capture_block_devices(env.store, dominfo.getDomid(),
+                                              dominfo.dompath)
+    for problem in problems:
+        log.warning("fastmig: %s", problem)
+    return DrainWaiter(env.store, devices, env.options.drain_timeout).wait()
 
 
 def dom0_block_backends(store, domid):
-    """dom0's block backends of ``domid``, judged by the classic criterion."""
+    """dom0's block backends of ``domid``, judged by the classic criterion.
+
+    For the stock-order fallback when the devices could not be captured:
+    every directory listed must go before the target is released.
+    """
     if domid is None:
         log.warning("fastmig: no domid left to find block backends by; "
                     "nothing to wait for")
@@ -247,8 +243,6 @@ def dom0_block_backends(store, domid):
     for devclass in BLOCK_CLASSES:
         root = backend_root(0, devclass, domid)
         for devid in store.xstransact.List(root):
-            # Classic criterion only: without io_done nobody asked for
-            # shutdown-done.
             devices.append(BlockDevice(devclass, devid,
                                        "%s/%s" % (root, devid), 0))
     return devices

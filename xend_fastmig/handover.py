@@ -1,47 +1,76 @@
-"""The handover: what the source does once the guest's image is sent.
+"""The handover: how a migration's source lets the target run early.
+
+The patched ``XendCheckpoint.save`` drives it (``patches/``):
+
+* ``begin(dominfo, sock, checkpoint)`` before anything is sent: refuses a
+  domain whose handover is already under way; returns a ``Handover`` for
+  a migration, None for anything else;
+* ``suspended()`` in xc_save's suspend handler, once ``done`` is written:
+  with the early release, the block devices are released now, so that the
+  backends drain while the last memory round is sent;
+* ``run()`` instead of "destroy, wait, let the caller close", once the
+  image (and an HVM guest's device model) is sent;
+* ``failed()`` instead of ``resumeDomain()`` on save's failure path;
+* ``finish()`` at the end of save: raises the platform's error (XendError
+  inside xend) unless the guest ended up running at the target.
 
 Order on the fast path (docs/design.md has the decision table):
 
 a. look whether the target already failed (nothing released yet);
-b. release the devices so the block backends drain;
-c. wait until every block backend confirmed its drain;
-d. half-close the connection: the target sees EOF and unpauses;
-e. read the target's verdict: destroy the source copy on ``(ok)``, resume
+b. release the block devices (``_releaseDevices(force=True)``) so the
+   backends drain, unless the early release did;
+c. wait until every block backend confirmed its drain
+   (``testDeviceComplete(io_done=True)``);
+d. look again whether the target gave up meanwhile;
+e. half-close the connection: the target sees EOF and unpauses;
+f. read the target's verdict: destroy the source copy on ``(ok)``, resume
    it on ``(err ...)``, destroy it and say the outcome is unknown otherwise.
 
-Whatever goes wrong before (d) falls back to stock 3.1's order (destroy,
+Whatever goes wrong before (e) falls back to stock 3.1's order (destroy,
 wait for the block backends, then release the target), so the target never
 runs earlier than stock would unless every backend confirmed its drain.
+Every wait for the backends shares one budget, the drain timeout.
 """
 
 import logging
 import socket
+import struct
 import sys
 
+from xend_fastmig import registry
 from xend_fastmig.blockdevs import capture_block_devices
 from xend_fastmig.clock import monotonic, now
 from xend_fastmig.drain import DrainWaiter, dom0_block_backends
 from xend_fastmig.errors import DrainTimeout, TargetFailed
-from xend_fastmig.release import release_devices
-from xend_fastmig.resume import resume_domain
+from xend_fastmig.release import tear_down_confirmed
 from xend_fastmig.verdict import ERR, OK, Verdict, peek_for_failure, \
      read_verdict
 from xend_fastmig.verdict import UNKNOWN as UNKNOWN_VERDICT
 
-__all__ = ["Environment", "Handover", "HandoverReport", "FAST",
-           "STOCK_ORDER", "AT_TARGET", "RESUMED", "UNKNOWN", "LOST"]
+__all__ = ["Environment", "Handover", "HandoverReport", "begin",
+           "abort_connection", "FAST", "STOCK_ORDER", "AT_TARGET",
+           "RESUMED", "SUSPENDED", "UNKNOWN", "LOST", "RESUME_GRACE"]
 
 FAST = "fast"
 STOCK_ORDER = "stock-order"
 
 AT_TARGET = "running at the target"
 RESUMED = "resumed at the source"
+SUSPENDED = "suspended at the source, running nowhere"
 UNKNOWN = "unknown"
 LOST = "lost"
 
+# A resume after a failed target must first see the old backends gone;
+# when the drain budget is spent, this much more is granted for it.
+RESUME_GRACE = 5.0
+
 
 class Environment:
-    """What the handover works with: xenstore, the platform seam, options."""
+    """What the handover works with: xenstore, the platform seam, options.
+
+    ``platform`` has ``domain_running(domid)`` and ``error(message)``
+    (``xend_fastmig.xendenv.XendPlatform`` inside xend).
+    """
 
     def __init__(self, store, platform, options, log=None):
         self.store = store
@@ -50,6 +79,58 @@ class Environment:
         if log is None:
             log = logging.getLogger("xend")
         self.log = log
+
+
+def begin(dominfo, sock, checkpoint, env=None):
+    """The ``Handover`` for this save, or None for stock's order.
+
+    Raises the platform's error when ``dominfo`` is already being handed
+    over: a second migration or save would otherwise resume the domain
+    through its own failure path while the first one's target may run it.
+    Returns None when there is nothing to hand over (no relocation
+    socket, or a checkpoint), and when the environment cannot be built
+    (logged: the save then runs in stock's order).
+    """
+    if env is None:
+        try:
+            from xend_fastmig.xendenv import xend_environment
+            env = xend_environment()
+        except Exception:
+            logging.getLogger("xend").exception(
+                "fastmig: cannot set up the handover; saving domain %s in "
+                "the stock order", dominfo.getDomid())
+            return None
+    busy = registry.lookup(dominfo)
+    if busy is not None:
+        raise env.platform.error(
+            "domain %s is being migrated; try again once that migration "
+            "has ended" % busy.domid)
+    if sock is None or checkpoint:
+        return None
+    handover = Handover(dominfo, sock, env)
+    if not registry.claim(dominfo, handover):
+        raise env.platform.error(
+            "domain %s is being migrated; try again once that migration "
+            "has ended" % handover.domid)
+    return handover
+
+
+def abort_connection(sock):
+    """Reset the relocation connection instead of closing it.
+
+    A 3.1 target releases its copy on end-of-stream *or on any byte*, so a
+    failed source must never close gracefully once the image may be out:
+    a reset makes the target's read fail, and its restore then destroys
+    its copy.  Never raises.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                        struct.pack("ii", 1, 0))
+        sock.close()
+    except Exception:
+        logging.getLogger("xend").warning(
+            "fastmig: resetting the relocation connection failed: %s",
+            sys.exc_info()[1])
 
 
 class HandoverReport:
@@ -63,6 +144,7 @@ class HandoverReport:
         self.reason = ""
         self.phases = []
         self.devices = []
+        self.early_release = False
         # monotonic() when the target was released (None: never).
         self.unleashed_at = None
 
@@ -116,9 +198,9 @@ class Handover:
     Guarantees: the target is released (EOF) only after every block backend
     confirmed its drain, or after the source copy was destroyed and the
     backends waited for as stock 3.1 does; the source copy is resumed only
-    when the target said ``(err ...)`` or hung up before it was released;
-    nothing but ``TargetFailed`` (raised before anything was released)
-    escapes ``run``.
+    when the target said ``(err ...)`` or gave up before it was released,
+    and then on re-created devices once every old block backend is gone
+    if any was released; ``suspended``, ``run`` and ``failed`` never raise.
     """
 
     def __init__(self, dominfo, sock, env):
@@ -130,54 +212,122 @@ class Handover:
         self.domid = dominfo.getDomid()
         self.dompath = dominfo.dompath
         self.report = HandoverReport(self.domid)
+        # The block devices, captured once (None: not yet, or unreadable).
+        self.devices = None
+        # Why the fast path is off (None: still on).
+        self.problem = None
+        # Block devices may be torn down: the source copy can only come
+        # back on re-created devices.
+        self.released = False
+        self.unleashed = False
+        self.destroyed = False
+        # One budget for every wait on the backends (monotonic seconds).
+        self.deadline = None
         self._early = ""
 
-    def run(self):
-        """Run the handover; returns the ``HandoverReport``."""
-        # Kept for the verdict, whichever path reads it.
-        self._early = peek_for_failure(self.sock)
-        if self._early:
-            self.log.warning("fastmig: domain %s: unexpected data from the "
-                             "target before its release: %r",
-                             self.domid, self._early[:200])
-        store = self.env.store
-        try:
-            devices, problems = capture_block_devices(store, self.domid,
-                                                      self.dompath)
-        except Exception:
-            return self._stock_order("the block devices could not be read "
-                                     "(%s)" % (sys.exc_info()[1],), None,
-                                     False)
-        if problems:
-            return self._stock_order("; ".join(problems), devices, False)
+    # ---- what the patched save calls -------------------------------------
 
-        phase = _Phase(self.report, "release")
+    def suspended(self):
+        """The guest is suspended and xc_save told to go on.  Never raises.
+
+        With the early release, the block devices are released now: the
+        suspended guest issues nothing new, and its backends drain while
+        the last memory round is sent.  The target still runs only after
+        ``run``.
+        """
         try:
-            failed = release_devices(self.dominfo, store, force=True,
-                                     devices=devices)
+            if self.env.options.early_release:
+                self.report.early_release = True
+                self._capture_and_release()
         except Exception:
-            # Something may be released already: an exception reaching
-            # save's failure path would fast-resume a SUSPEND_CANCEL guest
-            # on torn-down devices.
-            phase.done()
-            return self._stock_order("releasing the devices failed (%s)"
-                                     % (sys.exc_info()[1],), devices, True)
-        phase.done()
-        if failed:
-            return self._stock_order("releasing %s failed"
-                                     % ", ".join(failed), devices, True)
+            self.log.exception("fastmig: domain %s: the early release "
+                               "failed", self.domid)
+            if self.problem is None:
+                self.problem = "the early release failed (%s)" \
+                    % (sys.exc_info()[1],)
+
+    def run(self):
+        """Hand over the sent domain; the report.  Never raises."""
+        try:
+            self._run()
+        except Exception:
+            self.log.exception("fastmig: domain %s: the handover failed",
+                               self.domid)
+            self._recover("the handover failed (%s)" % (sys.exc_info()[1],))
+        return self.report
+
+    def failed(self):
+        """Save's failure path: bring the source copy back.  Never raises.
+
+        The connection is reset first, so a 3.1 target destroys its copy
+        instead of taking our close for its go.
+        """
+        try:
+            reason = "the save failed: %s" % (sys.exc_info()[1],)
+            if self.unleashed:
+                # Cannot happen (run never raises), but a released target
+                # may be running the guest: never resume next to it.
+                self.report.outcome = UNKNOWN
+                self.report.reason = reason
+                return
+            self.report.reason = reason
+            self._resume()
+        except Exception:
+            self.log.exception("fastmig: domain %s: recovering from the "
+                               "failed save failed", self.domid)
+            if self.report.outcome is None:
+                self.report.outcome = UNKNOWN
+
+    def finish(self):
+        """End the handover; raise unless the guest runs at the target."""
+        registry.release(self.dominfo, self)
+        try:
+            self.sock.close()
+        except Exception:
+            pass
+        self._log_summary()
+        if self.report.outcome == AT_TARGET:
+            return
+        raise self.env.platform.error(self._failure_message())
+
+    # ---- what the domain object's fastmig branches call ------------------
+
+    def wait_for_drain(self):
+        """``testDeviceComplete(io_done=True)``: wait on the captured
+        devices until the drain deadline; raises ``DrainTimeout``."""
+        devices = self.devices
+        if devices is None:
+            devices = []
+        return DrainWaiter(self.env.store, devices,
+                           self._remaining()).wait()
+
+    # ---- the steps ---------------------------------------------------------
+
+    def _run(self):
+        failure = self._target_gave_up()
+        if failure is not None:
+            self.report.reason = str(failure)
+            self._resume()
+            return
+        if self.devices is None and self.problem is None:
+            self._capture_and_release()
+        if self.problem is not None:
+            self._stock_order(self.problem)
+            return
 
         phase = _Phase(self.report, "drain")
         try:
-            self.report.devices = DrainWaiter(
-                store, devices, self.env.options.drain_timeout).wait()
+            self.report.devices = self.dominfo.testDeviceComplete(
+                io_done=True) or []
         except DrainTimeout:
             phase.done()
-            return self._stock_order(str(sys.exc_info()[1]), devices, True)
+            self._stock_order(str(sys.exc_info()[1]))
+            return
         except Exception:
             phase.done()
-            return self._stock_order("the drain wait failed (%s)"
-                                     % (sys.exc_info()[1],), devices, True)
+            self._stock_order("the drain wait failed (%s)"
+                              % (sys.exc_info()[1],))
+            return
         phase.done()
 
         failure = self._target_gave_up()
@@ -186,10 +336,10 @@ class Handover:
             # running, and the source copy can come back on new devices.
             self.report.reason = str(failure)
             self._resume()
-            return self._finish()
+            return
 
         self._unleash()
-        self._read_verdict(self._early)
+        self._read_verdict()
         if self.report.verdict.kind == OK:
             self._destroy()
             self.report.outcome = AT_TARGET
@@ -204,46 +354,75 @@ class Handover:
                            self.domid, self.report.verdict.reason)
             self._destroy()
             self.report.outcome = UNKNOWN
-        return self._finish()
 
-    def _stock_order(self, reason, devices, released):
+    def _capture_and_release(self):
+        """Capture the block devices and ask their backends to drain.
+
+        Sets ``problem`` when the fast path cannot confirm every drain.
+        """
+        if self.deadline is None:
+            self.deadline = monotonic() + self.env.options.drain_timeout
+        try:
+            devices, problems = capture_block_devices(
+                self.env.store, self.domid, self.dompath)
+        except Exception:
+            self.problem = "the block devices could not be read (%s)" \
+                % (sys.exc_info()[1],)
+            return
+        self.devices = devices
+        if problems:
+            self.problem = "; ".join(problems)
+            return
+        phase = _Phase(self.report, "release")
+        # Set first: a failure part-way may have torn something down.
+        self.released = True
+        try:
+            failed = self.dominfo._releaseDevices(force=True)
+        except Exception:
+            phase.done()
+            self.problem = "releasing the devices failed (%s)" \
+                % (sys.exc_info()[1],)
+            return
+        phase.done()
+        if failed:
+            self.problem = "releasing %s failed" % ", ".join(failed)
+
+    def _stock_order(self, reason):
         """Stock 3.1's order: destroy, wait for the backends, release.
 
         Before destroying anything it looks at the connection once more: a
         target that has already failed (``(err ...)``, hang-up, reset) is
         not running, and destroying the source copy would lose a guest
-        that can come back.  ``released``: whether devices were already
-        force-released (the source then resumes on new devices; otherwise
-        ``TargetFailed`` goes to the stock failure path, devices intact).
+        that can come back.
         """
         self.report.path = STOCK_ORDER
         self.report.reason = reason
         failure = self._target_gave_up()
         if failure is not None:
-            if not released:
-                raise failure
             self.report.reason = "%s; then %s" % (reason, failure)
             self._resume()
-            return self._finish()
+            return
         self.log.warning("fastmig: domain %s: %s; falling back to the stock "
                          "order: destroy the domain, wait for its block "
                          "backends, then release the target",
                          self.domid, reason)
+        devices = self.devices
         if devices is None:
             devices = self._dom0_block_backends()
+        if self.deadline is None:
+            self.deadline = monotonic() + self.env.options.drain_timeout
         self._destroy()
         phase = _Phase(self.report, "drain")
         try:
-            self.report.devices = DrainWaiter(
-                self.env.store, devices,
-                self.env.options.drain_timeout).wait()
+            self.report.devices = DrainWaiter(self.env.store, devices,
+                                              self._remaining()).wait()
         except Exception:
             self.log.error("fastmig: domain %s: %s; releasing the target "
                            "anyway, as stock 3.1 does",
                            self.domid, sys.exc_info()[1])
         phase.done()
         self._unleash()
-        self._read_verdict(self._early)
+        self._read_verdict()
         if self.report.verdict.kind == OK:
             self.report.outcome = AT_TARGET
         elif self.report.verdict.kind == ERR:
@@ -253,7 +432,31 @@ class Handover:
             self.report.outcome = LOST
         else:
             self.report.outcome = UNKNOWN
-        return self._finish()
+
+    def _recover(self, reason):
+        """After an unexpected error inside ``run``: never two copies."""
+        if self.report.outcome is not None:
+            return
+        if self.unleashed:
+            if not self.destroyed:
+                self._destroy()
+            self.report.outcome = UNKNOWN
+            return
+        if self.destroyed:
+            self.report.outcome = LOST
+            return
+        try:
+            self._stock_order(reason)
+        except Exception:
+            self.log.exception("fastmig: domain %s: the stock-order fallback "
+                               "failed", self.domid)
+            if self.report.outcome is None:
+                self.report.outcome = UNKNOWN
+
+    def _remaining(self):
+        if self.deadline is None:
+            return self.env.options.drain_timeout
+        return max(0.0, self.deadline - monotonic())
 
     def _target_gave_up(self):
         """Look again without blocking; the ``TargetFailed`` if it gave up.
@@ -277,6 +480,7 @@ class Handover:
 
     def _unleash(self):
         phase = _Phase(self.report, "unleash")
+        self.unleashed = True
         self.report.unleashed_at = monotonic()
         try:
             self.sock.shutdown(socket.SHUT_WR)
@@ -286,24 +490,25 @@ class Handover:
                            sys.exc_info()[1])
         phase.done()
 
-    def _read_verdict(self, already):
+    def _read_verdict(self):
         """Never raises: the target is already released, and an exception
         reaching save's failure path would resume the source copy next to
         a running target copy."""
         phase = _Phase(self.report, "verdict")
         try:
             self.report.verdict = read_verdict(
-                self.sock, self.env.options.verdict_timeout, already)
+                self.sock, self.env.options.verdict_timeout, self._early)
         except Exception:
             self.log.exception("fastmig: domain %s: reading the verdict "
                                "failed", self.domid)
             self.report.verdict = Verdict(
-                UNKNOWN_VERDICT, already, "reading the verdict failed: %s"
+                UNKNOWN_VERDICT, self._early, "reading the verdict failed: %s"
                 % (sys.exc_info()[1],))
         phase.done()
 
     def _destroy(self):
         phase = _Phase(self.report, "destroy")
+        self.destroyed = True
         try:
             self.dominfo.destroyDomain()
         except Exception:
@@ -312,31 +517,98 @@ class Handover:
         phase.done()
 
     def _resume(self):
-        """The target destroyed its copy: bring the source copy back."""
+        """The target is not running the guest: bring the source copy back.
+
+        If block devices were released, the domain is resumed on
+        re-created devices, and only once every old block backend
+        directory is gone (3.1's createDevice refuses a device whose
+        backend still exists).  Whether it runs again is asked of the
+        platform: xend's resumeDomain logs its failures and returns.
+        """
+        try:
+            abort_connection(self.sock)
+        except Exception:
+            pass
         phase = _Phase(self.report, "resume")
         try:
-            resume_domain(self.dominfo, self.env.platform, allow_fast=False)
-            self.report.outcome = RESUMED
-            self.log.warning("fastmig: domain %s: the target failed (%s); "
-                             "the guest was resumed at the source",
-                             self.domid, self._failure_text())
-        except Exception:
-            self.report.outcome = LOST
-            self.log.exception("fastmig: domain %s: the target failed (%s) "
-                               "and resuming the source copy failed too",
+            if self.released:
+                busy = self._wait_for_old_backends()
+                if busy:
+                    self.report.outcome = SUSPENDED
+                    self.log.error(
+                        "fastmig: domain %s: the target failed (%s), but "
+                        "the old block backends %s are still there, so the "
+                        "devices cannot be re-created: the guest stays "
+                        "suspended at the source; resume it once they are "
+                        "gone", self.domid, self._failure_text(),
+                        ", ".join(busy))
+                    return
+                self.dominfo.resumeDomain(devices_released=True)
+            else:
+                self.dominfo.resumeDomain()
+            if self.env.platform.domain_running(self.domid):
+                self.report.outcome = RESUMED
+                self.log.warning("fastmig: domain %s: the migration failed "
+                                 "(%s); the guest was resumed at the source",
+                                 self.domid, self._failure_text())
+            else:
+                self.report.outcome = SUSPENDED
+                self.log.error("fastmig: domain %s: the migration failed "
+                               "(%s) and the source copy could not be "
+                               "resumed (see the log above; Xen 3.1 cannot "
+                               "resume an HVM guest): it is suspended at "
+                               "the source and running nowhere",
                                self.domid, self._failure_text())
-        phase.done()
+        finally:
+            phase.done()
+
+    def _wait_for_old_backends(self):
+        """Wait until every captured backend directory is gone; the busy."""
+        devices = self.devices
+        if devices is None:
+            devices = self._dom0_block_backends()
+        for device in devices:
+            if device.protocol:
+                try:
+                    tear_down_confirmed(self.env.store, device)
+                except Exception:
+                    self.log.warning("fastmig: domain %s: tearing down %s "
+                                     "failed: %s", self.domid, device.name(),
+                                     sys.exc_info()[1])
+        timeout = max(self._remaining(), RESUME_GRACE)
+        try:
+            DrainWaiter(self.env.store, devices, timeout,
+                        gone_only=True).wait()
+        except DrainTimeout:
+            return sys.exc_info()[1].busy
+        return []
 
     def _failure_text(self):
         if self.report.verdict is not None:
             return self.report.verdict.describe()
         return self.report.reason
 
-    def _finish(self):
+    def _failure_message(self):
+        outcome = self.report.outcome
+        why = self._failure_text()
+        if outcome == RESUMED:
+            return "migration of domain %s failed (%s); it was resumed at " \
+                "the source" % (self.domid, why)
+        if outcome == SUSPENDED:
+            return "migration of domain %s failed (%s) and it could not be " \
+                "resumed: it is suspended at the source and running " \
+                "nowhere" % (self.domid, why)
+        if outcome == LOST:
+            return "migration of domain %s failed after the source copy was " \
+                "destroyed (%s): the guest is lost" % (self.domid, why)
+        return "migration of domain %s: the outcome is unknown (%s); the " \
+            "source copy was destroyed and the target may be running it: " \
+            "check the target host" % (self.domid, why)
+
+    def _log_summary(self):
         if self.report.outcome not in (AT_TARGET, RESUMED):
             self.log.error("%s", self.report.summary())
         elif self.report.path == FAST and self.report.outcome == AT_TARGET:
             self.log.info("%s", self.report.summary())
         else:
             self.log.warning("%s", self.report.summary())
-        return self.report

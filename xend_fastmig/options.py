@@ -19,6 +19,7 @@ __all__ = ["FastMigrationOptions", "ENABLED", "DRAIN_TIMEOUT",
 log = logging.getLogger("xend")
 
 ENABLED = "xend-fast-migration"
+EARLY_RELEASE = "xend-fast-migration-early-release"
 DRAIN_TIMEOUT = "xend-fast-migration-drain-timeout"
 VERDICT_TIMEOUT = "xend-fast-migration-verdict-timeout"
 RELOCATION_PORT = "xend-relocation-port"
@@ -93,8 +94,10 @@ class FastMigrationOptions:
 
     def __init__(self, enabled=True, drain_timeout=DEFAULT_DRAIN_TIMEOUT,
                  verdict_timeout=DEFAULT_VERDICT_TIMEOUT,
-                 relocation_port=DEFAULT_RELOCATION_PORT):
+                 relocation_port=DEFAULT_RELOCATION_PORT,
+                 early_release=True):
         self.enabled = enabled
+        self.early_release = early_release
         self.drain_timeout = drain_timeout
         self.verdict_timeout = verdict_timeout
         self.relocation_port = relocation_port
@@ -117,11 +120,13 @@ class FastMigrationOptions:
                 DEFAULT_VERDICT_TIMEOUT),
             relocation_port=_parse_port(
                 RELOCATION_PORT, value(RELOCATION_PORT),
-                DEFAULT_RELOCATION_PORT))
+                DEFAULT_RELOCATION_PORT),
+            early_release=_parse_bool(EARLY_RELEASE, value(EARLY_RELEASE),
+                                      True))
     from_xoptions = classmethod(from_xoptions)
 
     def __repr__(self):
-        return ("FastMigrationOptions(enabled=%r, drain_timeout=%r, "
-                "verdict_timeout=%r, relocation_port=%r)"
-                % (self.enabled, self.drain_timeout, self.verdict_timeout,
-                   self.relocation_port))
+        return ("FastMigrationOptions(enabled=%r, early_release=%r, "
+                "drain_timeout=%r, verdict_timeout=%r, relocation_port=%r)"
+                % (self.enabled, self.early_release, self.drain_timeout,
+                   self.verdict_timeout, self.relocation_port))

@@ -1,112 +1,113 @@
-"""Our fork of ``XendDomainInfo._releaseDevices(suspend, force)``."""
+"""Releasing a suspended guest's block devices so that they drain.
+
+What ``XendDomainInfo._releaseDevices(force=True)`` runs.  Only block
+devices are released: they hold the guest's in-flight writes, which must
+land before the target runs.  Network and other devices stay until the
+source copy is destroyed (or re-created by a resume), and nothing here is
+ever called on a path the guest could have written.
+"""
 
 import logging
 import sys
 
-from xend_fastmig.blockdevs import BLOCK_CLASSES, capture_block_devices
+from xend_fastmig import registry
+from xend_fastmig.blockdevs import capture_block_devices
 
-__all__ = ["release_devices"]
+__all__ = ["release_block_devices", "release_block_device",
+           "tear_down_confirmed", "COMMIT_ATTEMPTS"]
 
 log = logging.getLogger("xend")
 
+# A transaction conflicts only with a concurrent writer of the same
+# nodes (the backend's own hotplug scripts); a few retries are plenty.
+COMMIT_ATTEMPTS = 20
 
-def release_devices(dominfo, store, suspend=False, force=False,
-                    devices=None):
-    """Release the domain's devices.  Never raises.
 
-    Without ``force`` this is stock 3.1: an HVM domain being suspended only
-    has its device model stopped; otherwise one transaction removes every
-    ``device/<class>/<devid>`` entry of the domain.
+def release_block_devices(dominfo, store=None):
+    """Ask every block backend of ``dominfo`` to drain.  Never raises.
 
-    With ``force`` every block device is asked to tear down so that its
-    backend drains the guest's in-flight requests and then says so:
-
-    * a backend whose domain advertises shutdown-request gets
-      ``shutdown-request = force`` and will write ``shutdown-done``;
-    * a classic 3.1 blkback gets ``online = 0`` and loses its frontend
-      directory, so it unregisters, drains, and udev's hotplug cleanup then
-      removes the backend directory: that disappearance is the only drain
-      signal a stock 3.1 kernel gives.  This path therefore never deletes a
-      block backend's directory itself (the 2008 patch did, and so threw
-      the signal away and waited for nothing).
-
-    Other devices are released as stock's forced ``destroyDevice`` does and
-    are not waited for.  ``devices`` is the list captured by
-    ``capture_block_devices`` before anything was torn down; it is captured
-    here when not given.  Returns the list of block devices (as
-    ``"class/devid"``) whose release failed; the caller must not count on
-    their drain.
+    Uses the devices its handover captured (see ``registry``), else
+    captures them now.  Returns the names (``"class/devid"``) of the
+    devices whose release failed: their drain cannot be counted on.
     """
-    if suspend and dominfo.image:
-        dominfo.image.destroy(suspend)
-        return []
-    if not force:
-        _release_stock(dominfo, store)
-        return []
-
-    if devices is None:
-        devices, problems = capture_block_devices(
-            store, dominfo.getDomid(), dominfo.dompath)
-        for problem in problems:
-            log.warning("fastmig: %s", problem)
+    handover = registry.lookup(dominfo)
+    devices = None
+    if handover is not None:
+        store = handover.env.store
+        devices = handover.devices
+    if store is None:
+        from xend_fastmig.store import xend_store
+        store = xend_store()
     failed = []
+    try:
+        if devices is None:
+            devices, problems = capture_block_devices(
+                store, dominfo.getDomid(), dominfo.dompath)
+            for problem in problems:
+                log.warning("fastmig: %s", problem)
+    except Exception:
+        log.error("fastmig: cannot list the block devices of domain %s: %s",
+                  dominfo.getDomid(), sys.exc_info()[1])
+        return ["(all)"]
     for device in devices:
         try:
-            _release_block(dominfo, store, device)
+            release_block_device(store, device)
         except Exception:
             log.error("fastmig: releasing %s of domain %s failed: %s",
                       device.name(), dominfo.getDomid(), sys.exc_info()[1])
             failed.append(device.name())
-    try:
-        _release_others(dominfo, store)
-    except Exception:
-        # Only listing them can fail here; they are not waited for, and
-        # the domain's destruction releases them later in any case.
-        log.error("fastmig: releasing the other devices of domain %s "
-                  "failed: %s", dominfo.getDomid(), sys.exc_info()[1])
     return failed
 
 
-def _release_block(dominfo, store, device):
-    if device.protocol:
-        store.xstransact.Write(device.backend, "shutdown-request", "force")
-    else:
-        store.xstransact.Write(device.backend, "online", "0")
-        if device.frontend:
-            store.xstransact.Remove(device.frontend)
-    store.xstransact.Remove("%s/device/%s/%s" % (
-        dominfo.vmpath, device.devclass, device.devid))
+def release_block_device(store, device):
+    """Start one backend's teardown, in one transaction.
 
+    Writes only to a backend directory that still exists: a hotplug
+    cleanup may remove it at any moment, and a write would re-create it
+    for good (and make the drain wait for a directory nobody removes).
 
-def _release_others(dominfo, store):
-    root = "%s/device" % dominfo.dompath
-    for devclass in store.xstransact.List(root):
-        if devclass in BLOCK_CLASSES:
-            continue
-        for devid in store.xstransact.List("%s/%s" % (root, devclass)):
-            try:
-                dominfo.getDeviceController(devclass).destroyDevice(
-                    devid, True)
-            except Exception:
-                log.warning("fastmig: releasing %s/%s of domain %s "
-                            "failed: %s", devclass, devid,
-                            dominfo.getDomid(), sys.exc_info()[1])
+    * a backend whose domain speaks shutdown-request gets
+      ``shutdown-request = force`` and will write ``shutdown-done``;
+    * a classic 3.1 blkback gets ``online = 0`` and loses its frontend
+      directory, so it unregisters, drains, and its hotplug cleanup then
+      removes the backend directory: the only drain signal a stock 3.1
+      kernel gives.  Its directory is therefore never removed from here.
 
-
-def _release_stock(dominfo, store):
-    while True:
-        t = store.xstransact("%s/device" % dominfo.dompath)
+    Returns False when the backend was already gone (it has drained).
+    """
+    attempt = 0
+    while attempt < COMMIT_ATTEMPTS:
+        attempt = attempt + 1
+        t = store.xstransact("")
         try:
-            for devclass in t.list():
-                for dev in t.list(devclass):
-                    try:
-                        t.remove(dev)
-                    except Exception:
-                        log.exception("Device release failed: %s; %s; %s",
-                                      dominfo.getName(), devclass, dev)
+            if t.read(device.backend + "/frontend-id") is None:
+                t.abort()
+                return False
+            if device.protocol:
+                t.write(device.backend + "/shutdown-request", "force")
+            else:
+                t.write(device.backend + "/online", "0")
+                if device.frontend:
+                    t.remove(device.frontend)
         except Exception:
             t.abort()
-            log.exception("Device release failed: %s", dominfo.getName())
-            return
+            raise
         if t.commit():
-            return
+            return True
+    raise RuntimeError("%s: the transaction conflicted %d times"
+                       % (device.backend, COMMIT_ATTEMPTS))
+
+
+def tear_down_confirmed(store, device):
+    """After ``shutdown-done``: let the drained backend go away.
+
+    The classic teardown (``online = 0``, frontend removed) makes a
+    backend that has already flushed unregister, and its hotplug cleanup
+    removes its directory, which a resume must see gone before it
+    re-creates the device.  Returns False when it was already gone.
+    """
+    if not device.protocol:
+        return True
+    plain = device.__class__(device.devclass, device.devid, device.backend,
+                             device.backend_domid, device.frontend, False)
+    return release_block_device(store, plain)

@@ -412,10 +412,9 @@ class ModelDomainInfo:
     the domain's layout at construction.  ``destroyDomain`` takes
     ``memory_gb * destroy_seconds_per_gb`` seconds and then clears the
     domid *before* releasing devices (3.1.0's bug that makes the stock
-    ``testDeviceComplete`` vacuous).  ``hooks`` (optional) stands for the
-    patched xend: an object with ``release_devices(dominfo, suspend,
-    force)`` and ``test_device_complete(dominfo, io_done)`` called when
-    ``force`` / ``io_done`` is true, exactly where the patch series hooks.
+    ``testDeviceComplete`` vacuous).  ``_releaseDevices(force=True)``,
+    ``testDeviceComplete(io_done=True)`` and ``resumeDomain(devices_released)``
+    follow the patch series' hunks.
 
     State: ``state`` in running / suspended / destroyed / resumed;
     ``times`` maps events to monotonic times; ``calls`` lists
@@ -427,7 +426,7 @@ class ModelDomainInfo:
                  memory_gb: float = 1.0, destroy_seconds_per_gb: float = 0.0,
                  notes: dict | None = None, hvm: bool = False,
                  write_layout: bool = True, suspend_delay: float = 0.0,
-                 migrate_timeout: float = MIGRATE_TIMEOUT, hooks=None,
+                 migrate_timeout: float = MIGRATE_TIMEOUT,
                  on_suspend: Callable[[float], object] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.store = store
@@ -440,7 +439,6 @@ class ModelDomainInfo:
         self.destroy_seconds_per_gb = destroy_seconds_per_gb
         self.suspend_delay = suspend_delay
         self.migrate_timeout = migrate_timeout
-        self.hooks = hooks
         self.clock = clock
         self.info = ModelXendConfig(
             {"name_label": name, "uuid": self.uuid,
@@ -592,15 +590,20 @@ class ModelDomainInfo:
         self._removeVm()
         self._set_state("destroyed")
 
-    def resumeDomain(self) -> None:
-        """3.1: fast with SUSPEND_CANCEL, else release and re-create every
-        device.  Exceptions are logged and kept in ``resume_error``."""
-        self._record("resumeDomain")
+    def resumeDomain(self, devices_released: bool = False) -> None:
+        """3.1: fast with SUSPEND_CANCEL (unless the handover released the
+        devices: the series' hunk), else release and re-create every
+        device.  As 3.1's libxc, a non-cooperative resume of an HVM guest
+        fails ("Cannot resume uncooperative HVM guests") and leaves it
+        suspended.  Exceptions are logged and kept in ``resume_error``."""
+        self._record("resumeDomain", devices_released)
         if self.domid is None:
             self.resume_path = "skipped"
             return
         try:
             fast = bool(self.info.get_notes().get("SUSPEND_CANCEL"))
+            if devices_released:
+                fast = False
             if not fast:
                 self.resume_path = "recreate"
                 self._releaseDevices()
@@ -616,6 +619,8 @@ class ModelDomainInfo:
             else:
                 self.resume_path = "fast"
             self._record("xc.domain_resume", self.domid, fast)
+            if not fast and self.info.is_hvm():
+                raise RuntimeError("Cannot resume uncooperative HVM guests")
             self._set_state("resumed")
         except Exception as exc:
             log.exception("resumeDomain failed on domain %s", self.domid)
@@ -632,8 +637,10 @@ class ModelDomainInfo:
         """Stock 3.1: one transaction removing ``<dompath>/device/<cls>/*``
         (only ``image.destroy`` for a suspended HVM)."""
         self._record("_releaseDevices", suspend, force)
-        if force and self.hooks is not None:
-            return self.hooks.release_devices(self, suspend, force)
+        if force:
+            # The series' hunk: the handover's release of block devices.
+            from xend_fastmig import release
+            return release.release_block_devices(self, self.store)
         if suspend and self.image:
             self.image.destroy(suspend)
             return None
@@ -655,8 +662,10 @@ class ModelDomainInfo:
         """Stock 3.1: poll vbd ``deviceIDs()`` (of the *current* domid),
         0.1 s per device present, until none or ``migrate_timeout``."""
         self._record("testDeviceComplete", io_done)
-        if io_done and self.hooks is not None:
-            return self.hooks.test_device_complete(self, io_done)
+        if io_done:
+            # The series' hunk: the handover's drain wait.
+            from xend_fastmig import drain
+            return drain.wait_for_drain(self)
         self._poll_gone("vbd")
         self.times["test_device_complete_returned"] = self.clock()
         return None
@@ -720,8 +729,19 @@ class ModelDomainInfo:
         })
 
     def _createDevices(self) -> None:
-        """Write every configured device again (as connected)."""
+        """Write every configured device again (as connected).
+
+        As 3.1's ``DevController.createDevice``, refuses (VmError) a
+        device whose old backend directory is still there."""
         self._record("_createDevices")
+        backhome = "/local/domain/%d/backend" % self.backend_domid
+        for devclass, specs in (("vbd", self.device_specs["vbds"]),
+                                ("tap", self.device_specs["taps"]),
+                                ("vif", self.device_specs["vifs"])):
+            root = "%s/%s/%d" % (backhome, devclass, self.domid)
+            if specs and self.store.xstransact.List(root):
+                raise VmError("Device %s/%s is already connected."
+                              % (devclass, self.store.xstransact.List(root)[0]))
         devices = write_devices(self.store, self.domid, self.uuid,
                                 self.device_specs["vbds"],
                                 self.device_specs["taps"],

@@ -1,6 +1,7 @@
 """The source side of a migration under each policy.
 
-``fastmig`` runs the project's own code (``xend_fastmig.migrate``); the
+``fastmig`` runs the project's own handover inside a model of the patched
+save (``fastmig_tools.models.patched_save``); the
 others are small models of what their code does once the image is sent,
 quirks included, behind a shared front that does what 3.1's
 ``XendDomain.domain_migrate`` and the first part of
@@ -136,28 +137,27 @@ def _modelled_migrate(policy, dominfo, port, platform, store, timeout):
     return None
 
 
-class _Xend:
-    """The ``XendDomain`` surface ``domain_migrate`` uses."""
-
-    def __init__(self, dominfo):
-        self.dominfo = dominfo
-
-    def domain_lookup_nr(self, domid):
-        if self.dominfo.getDomid() == domid:
-            return self.dominfo
-        return None
-
-
 def run_policy(policy, dominfo, port, platform, store, options, log=None,
                timeout=300.0):
     """Migrate ``dominfo`` to 127.0.0.1:``port`` under ``policy``.
 
-    Returns the core's ``HandoverReport`` for fastmig, None otherwise.
+    Returns the core's ``HandoverReport`` for fastmig (whose patched save
+    raises ``MigrationFailed`` unless the guest ended at the target: the
+    report says how it ended), None otherwise.
     """
     if policy == "fastmig":
         from xend_fastmig.handover import Environment
-        from xend_fastmig.migrate import domain_migrate
+        from fastmig_tools.models.patched_save import (
+            MigrationFailed, domain_migrate)
         env = Environment(store, platform, options, log=log)
-        return domain_migrate(_Xend(dominfo), dominfo.getDomid(),
-                              "127.0.0.1", live=True, port=port, env=env)
+        handovers = []
+        try:
+            domain_migrate(dominfo, "127.0.0.1", port, live=True, env=env,
+                           platform=platform, handovers=handovers,
+                           timeout=timeout)
+        except MigrationFailed:
+            pass
+        if handovers:
+            return handovers[0].report
+        return None
     return _modelled_migrate(policy, dominfo, port, platform, store, timeout)

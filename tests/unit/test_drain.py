@@ -6,7 +6,7 @@ import pytest
 from tests.unit.fakes import FakeDomInfo, FakeXenstore, write_pv_domain
 from xend_fastmig import drain
 from xend_fastmig.blockdevs import capture_block_devices
-from xend_fastmig.drain import DrainWaiter, test_device_complete as tdc
+from xend_fastmig.drain import DrainWaiter
 from xend_fastmig.errors import DrainTimeout
 
 BACKEND = "/local/domain/0/backend/vbd/7/51712"
@@ -99,33 +99,3 @@ def test_a_late_watch_callback_is_harmless():
     wakeup = drain._Wakeup()
     wakeup.close()
     assert wakeup.poke("/some/path") is False
-
-
-def test_stock_mode_waits_for_dom0_backends_including_tap(store):
-    write_pv_domain(store, 7, vbds=(51712,), taps=(51744,))
-    dominfo = FakeDomInfo(store)
-    tap = "/local/domain/0/backend/tap/7/51744"
-    later(0.05, lambda: store.remove(BACKEND))
-    later(0.1, lambda: store.remove(tap))
-    confirmed = tdc(dominfo, store)
-    assert sorted(name for name, _, _ in confirmed) == ["tap/51744",
-                                                        "vbd/51712"]
-
-
-def test_stock_mode_gives_up_quietly_like_stock(store, xend_log):
-    write_pv_domain(store, 7)
-    assert tdc(FakeDomInfo(store), store, timeout=0.1) == []
-    assert "hit max loop timeout" in xend_log.text
-
-
-def test_stock_mode_with_a_cleared_domid_has_nothing_to_wait_for(store):
-    write_pv_domain(store, 7)
-    dominfo = FakeDomInfo(store)
-    dominfo.domid = None
-    assert tdc(dominfo, store, timeout=5) == []
-
-
-def test_io_done_mode_raises_on_timeout(store):
-    write_pv_domain(store, 7)
-    with pytest.raises(DrainTimeout):
-        tdc(FakeDomInfo(store), store, io_done=True, timeout=0.1)
