@@ -388,6 +388,50 @@ def _added_line_numbers(before: str, after: str) -> list[int]:
             if tag in ("insert", "replace") for j in range(j1, j2)]
 
 
+def test_tree_drift_is_detected(reference: Path):
+    """A patched tree whose copy of the package is not this release's."""
+    apply_all(reference)
+    assert export.tree_drift(reference) == []
+    pkg = reference / series.PACKAGE_DEST
+    victim = sorted(pkg.glob("*.py"))[-1]
+    victim.write_text(victim.read_text().replace(series.IN_TREE_PACKAGE, series.PACKAGE))
+    (pkg / "stale.py").write_text('"""From an older release."""\n')
+    (pkg / "__init__.py").unlink()
+    rel = series.PACKAGE_DEST + "/"
+    assert export.tree_drift(reference) == [
+        "%s__init__.py is missing from the tree" % rel,
+        "%sstale.py is in the tree but not in %s/" % (rel, series.PACKAGE),
+        "%s%s differs from %s/%s with its imports rewritten"
+        % (rel, victim.name, series.PACKAGE, victim.name),
+    ]
+
+
+def test_every_option_is_documented_with_its_default(reference: Path):
+    """Where the options are documented for users: the tree's example
+    xend-config.sxp (and man page) once the series edits them, the
+    snippet in patches/ while it exists.  At least one of them."""
+    from xend_fastmig import options
+    wanted = {
+        options.ENABLED: "yes",
+        options.DRAIN_TIMEOUT: "%g" % options.DEFAULT_DRAIN_TIMEOUT,
+        options.VERDICT_TIMEOUT: "%g" % options.DEFAULT_VERDICT_TIMEOUT,
+    }
+    apply_all(reference)
+    touched = {fp.path for n in series_names() for fp in committed(n).files}
+    documents = [PATCHES / "xend-config-fastmig.sxp"] if \
+        (PATCHES / "xend-config-fastmig.sxp").is_file() else []
+    if "tools/examples/xend-config.sxp" in touched:
+        documents.append(reference / "tools/examples/xend-config.sxp")
+        man = (reference / "docs/man/xend-config.sxp.pod.5").read_text()
+        for option in wanted:
+            assert "I<%s>" % option in man, option
+    assert documents, "no document gives the options and their defaults"
+    for document in documents:
+        settings = dict(re.findall(r"^#?\((xend-fast-migration[\w-]*) (\S+)\)$",
+                                   document.read_text(), re.M))
+        assert settings == wanted, document
+
+
 def test_every_added_line_keeps_to_python_24(reference: Path, tmp_path: Path):
     """What the series adds keeps to Python 2.4 (xend on CentOS 5): the
     package it carries by tools/py24check.py, the lines it adds to xend's
