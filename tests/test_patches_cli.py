@@ -425,3 +425,25 @@ def test_export_check_reports_drift(tmp_path: Path):
     fixed = cli("export", "--dest", str(dest))
     assert fixed.returncode == engine.EXIT_OK, output(fixed)
     assert victim.read_text() == (PATCHES / series.PACKAGE_PATCH).read_text()
+
+
+def test_a_hunk_inside_a_method_is_named_after_it(tree: Path, tmp_path: Path):
+    """A hunk that edits a body, not a ``def``, is reported under the
+    method it sits in.  The hunk is made here from the tree's own lines."""
+    rel = "tools/python/xen/xend/XendCheckpoint.py"
+    lines = (tree / rel).read_text().split("\n")
+    start = next(i for i, ln in enumerate(lines) if re.match(r"def save\(", ln)) + 3
+    context = lines[start:start + 6]
+    body = ["@@ -%d,6 +%d,7 @@" % (start + 1, start + 1)]
+    body += [" " + ln for ln in context[:3]] + ["+    # added in the body"]
+    body += [" " + ln for ln in context[3:]]
+    dest = tmp_path / "series-dir"
+    dest.mkdir()
+    (dest / "series").write_text("0001-body.patch\n")
+    (dest / "0001-body.patch").write_text("--- a/%s\n+++ b/%s\n%s\n" % (rel, rel, "\n".join(body)))
+    lines[start + 4] = lines[start + 4] + "  # a distribution's change"
+    (tree / rel).write_text("\n".join(lines))
+    result = cli("check", "--tree", str(tree), "--patches", str(dest))
+    assert result.returncode == engine.EXIT_CONFLICT, output(result)
+    assert "FAILS: %s hunk #1 (save): at line %d" % (rel, start + 5) in result.stdout, \
+        result.stdout

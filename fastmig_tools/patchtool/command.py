@@ -158,7 +158,7 @@ def _export(args: argparse.Namespace) -> int:
             _say(problems + ["run `xend-fastmig patches export` and commit the result"],
                  sys.stderr)
             return engine.EXIT_DRIFT
-        print("patches/ match a fresh export")
+        print("%s matches a fresh export" % (dest / series.PACKAGE_PATCH))
         return engine.EXIT_OK
     changed = export.write(dest)
     _say(["wrote %s" % (dest / name) for name in changed] or

@@ -185,7 +185,9 @@ def _find(lines: list[str], seq: list[str]) -> list[int]:
             if ln == first and lines[i:i + n] == seq]
 
 
-def _label(fp_creates: bool, hunk: Hunk) -> str:
+def _label(fp_creates: bool, hunk: Hunk, lines: list[str] | None) -> str:
+    """What a reader calls the hunk: the method whose ``def`` it edits,
+    else the method it sits in (found in the tree), else what it adds."""
     if fp_creates:
         return "new file"
     for ln in hunk.removed + hunk.added:
@@ -194,7 +196,26 @@ def _label(fp_creates: bool, hunk: Hunk) -> str:
             return m.group(1)
     if any(series.IN_TREE_PACKAGE in ln for ln in hunk.added):
         return "packages list"
+    at = _where(lines or [], hunk)
+    if at is not None:
+        for ln in reversed((lines or [])[:at + 1]):
+            m = re.match(r"\s*def (\w+)", ln)
+            if m:
+                return m.group(1)
     return "hunk"
+
+
+def _where(lines: list[str], hunk: Hunk) -> int | None:
+    """Where the hunk is in ``lines``: its pre- or postimage, else the
+    first of its lines that occurs once in the file."""
+    for seq in (hunk.old_lines, hunk.new_lines):
+        found = _find(lines, seq)
+        if found:
+            return found[0]
+    for k, ln in enumerate(hunk.old_lines):
+        if ln.strip() and lines.count(ln) == 1:
+            return max(lines.index(ln) - k, 0)
+    return None
 
 
 def _creation_state(path: Path, hunk: Hunk) -> tuple[str, str]:
@@ -298,7 +319,7 @@ def inspect(tree: Path, patches: list[Patch]) -> TreeReport:
             path = tree / fp.path
             lines = _read_lines(path)
             for i, hunk in enumerate(fp.hunks, 1):
-                h = HunkReport(p.name, fp.path, i, _label(fp.creates, hunk), "conflict")
+                h = HunkReport(p.name, fp.path, i, _label(fp.creates, hunk, lines), "conflict")
                 if fp.creates:
                     h.state, h.why = _creation_state(path, hunk)
                 elif lines is None:

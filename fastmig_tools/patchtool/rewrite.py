@@ -14,10 +14,10 @@ from __future__ import annotations
 import io
 import tokenize
 
-__all__ = ["rewrite_imports", "leftover_names", "OLD", "NEW"]
+from .series import IN_TREE_PACKAGE as NEW
+from .series import PACKAGE as OLD
 
-OLD = "xend_fastmig"
-NEW = "xen.xend.fastmig"
+__all__ = ["rewrite_imports", "leftover_names", "OLD", "NEW"]
 
 
 def _names(source: str):
