@@ -293,9 +293,13 @@ def test_a_write_that_fails_part_way_changes_nothing(tree: Path, command: str):
         result = cli(command, "--tree", str(tree))
         after = snapshot(tree)
     assert result.returncode == engine.EXIT_WRITE, output(result)
-    assert re.search(r"writing %s failed: Operation not permitted; put back the \d+ files "
-                     r"already changed: nothing changed in " % re.escape(victim),
-                     result.stderr), result.stderr
+    changed = len([p for p in modified_paths() if p != victim])
+    created = len([fp for p in patches() for fp in p.files if fp.creates])
+    assert ("writing %s failed: Operation not permitted; put back the %d files already "
+            "changed (%d restored, %d new removed): nothing changed in %s"
+            % (victim, changed + created, changed if command == "apply" else
+               changed + created, created if command == "apply" else 0, tree)) \
+        in result.stderr, result.stderr
     assert after == before
 
 

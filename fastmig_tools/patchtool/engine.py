@@ -3,7 +3,10 @@
 GNU patch does the patching, at fuzz 0, on a scratch copy of the files the
 series touches; only when every patch went through there (and the result
 compiles on Python 2, when one is found) are the results written into the
-tree.  So a refusal or a failure leaves the tree exactly as it was.
+tree, one rename per file; if a write fails part-way, every file already
+changed is put back and every file and directory created is removed.  So a
+refusal or a failure leaves the tree exactly as it was (and says so when
+putting back fails too).
 """
 
 from __future__ import annotations
@@ -466,9 +469,11 @@ def _rolled_back(tree: Path, failed: str, error: OSError,
     why = error.strerror or str(error)
     first = "writing %s failed: %s" % (failed, why)
     if not left:
+        created = sum(1 for _, old, _ in done if old is None)
         return InstallFailed(EXIT_WRITE, [
-            "%s; put back the %d file%s already changed: nothing changed in %s"
-            % (first, len(done), "" if len(done) == 1 else "s", tree)])
+            "%s; put back the %d file%s already changed (%d restored, %d new removed): "
+            "nothing changed in %s" % (first, len(done), "" if len(done) == 1 else "s",
+                                       len(done) - created, created, tree)])
     return InstallFailed(EXIT_WRITE_LEFT, [
         "%s; putting back failed too: the tree is PARTLY CHANGED" % first,
         "still changed: %s" % ", ".join(left),
