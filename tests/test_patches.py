@@ -368,17 +368,19 @@ def test_patched_modules_compile_and_the_package_imports_on_python_27(tree: Path
             io.StringIO((tree / path).read_text()).readline) if t.type == tokenize.NAME}
         assert series.PACKAGE not in names, "%s still names %s" % (path, series.PACKAGE)
     # Import every module of the package as xend would, from the tree's
-    # `xen` package (nothing else of ours on the path).
+    # `xen` package (nothing else of ours on the path).  A source tree has
+    # no built C bindings (xen.lowlevel.xc, .xs): a module that needs them
+    # at import time is let off, nothing else is.
     modules = sorted(p.stem for p in (tree / series.PACKAGE_DEST).glob("*.py"))
-    script = ("import sys\nsys.path.insert(0, sys.argv[1])\n"
-              "for name in sys.argv[2:]:\n"
-              "    m = __import__('%s.' + name, {}, {}, ['x'])\n"
-              "    assert m.__file__.startswith(sys.argv[1]), m.__file__\n"
-              "print('imported %%d' %% len(sys.argv[2:]))\n" % series.IN_TREE_PACKAGE)
-    imported = run([python, "-S", "-c", script, str(tree / "tools" / "python")] + modules,
+    imported = run([python, "-S", str(ROOT / "tests" / "py2_import_package.py"),
+                    str(tree / "tools" / "python"), series.IN_TREE_PACKAGE] + modules,
                    cwd=str(tree))
     assert imported.returncode == 0, output(imported)
-    assert imported.stdout.strip() == "imported %d" % len(modules)
+    results = dict(ln.split(" ", 1) for ln in imported.stdout.splitlines())
+    assert sorted(results) == modules, imported.stdout
+    assert results["__init__"] == "ok"
+    assert all(r == "ok" or r.startswith("needs-c-bindings") for r in results.values()), \
+        imported.stdout
 
 
 def _added_line_numbers(before: str, after: str) -> list[int]:
