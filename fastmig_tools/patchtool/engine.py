@@ -434,12 +434,14 @@ def _install(tree: Path, scratch_tree: Path, paths: list[str]) -> list[str]:
             if new is None:
                 dst.unlink()
             else:
-                missing = _missing_dirs(dst, tree)
+                # Noted before mkdir, so that a mkdir failing half-way
+                # is undone too; deepest first, newest first.
+                made_dirs[:0] = _missing_dirs(dst, tree)
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                made_dirs[:0] = missing  # deepest first, newest first
                 _write_file(dst, new, like)
         except OSError as error:
-            raise _rolled_back(tree, rel, error, done, made_dirs) from None
+            what = "removing" if new is None else "writing"
+            raise _rolled_back(tree, "%s %s" % (what, rel), error, done, made_dirs) from None
         done.append((rel, old, like))
     return [rel for rel, _, _ in done]
 
@@ -467,7 +469,7 @@ def _rolled_back(tree: Path, failed: str, error: OSError,
             if d.exists():
                 left.append("%s/ (left behind: %s)" % (d.relative_to(tree), exc.strerror))
     why = error.strerror or str(error)
-    first = "writing %s failed: %s" % (failed, why)
+    first = "%s failed: %s" % (failed, why)
     if not left:
         created = sum(1 for _, old, _ in done if old is None)
         return InstallFailed(EXIT_WRITE, [
