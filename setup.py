@@ -24,6 +24,8 @@ setup(
             "pytest-mock>=3",
             "hypothesis>=6",
             "vermin>=1.5",
+            # A real DEP-3 reader (deb822) for the patch headers' test.
+            "python-debian>=0.1.40",
             # So that the rehearsal's --plot is tested, not skipped.
             "matplotlib>=3",
         ],

@@ -1,38 +1,42 @@
-"""The patch series (patches/) and `xend-fastmig patches ...`.
+"""The patch series (patches/): what every patch in it must be, and what it
+does to real Xen trees.
 
-Xen's files are not part of this repository (only a patch's context lines
-may carry Xen's text), so the always-run tests use a *synthetic* tree built
-here from the series' own hunks: each hunk's preimage (context and removed
-lines) is laid out, apart from the others, inside just enough scaffolding to
-be a module that compiles.  The tests that need a real Xen 3.1 tree read it
-from the environment variable XEN31_TREE and are skipped, saying so, when it
-is unset; they copy it and never touch the original.
+Generic over ``patches/series``: the one generated patch
+(``series.PACKAGE_PATCH``, from ``xend_fastmig/``) and every hand-written
+patch get the same checks: DEP-3 header read by python-debian's deb822,
+three lines of context, a quilt refresh with Debian's settings leaves them
+byte for byte, fuzz 0 with GNU patch and quilt on both trees in
+../shared/xen (tests/xen_trees.py), every patched module byte-compiles on
+Python 2.7, the carried package imports there, and reverting restores the
+tree byte for byte.  The CLI is tested in tests/test_patches_cli.py.
 """
 
 from __future__ import annotations
 
-import hashlib
+import difflib
+import io
 import os
 import re
 import shutil
 import subprocess
-import sys
+import tokenize
 from pathlib import Path
 
 import pytest
+from debian import deb822
 
-from fastmig_tools.patchtool import engine, export, series
+from fastmig_tools.patchtool import export, series
 from fastmig_tools.patchtool.python2 import find_python2
+from fastmig_tools.patchtool.rewrite import leftover_names, rewrite_imports
 from fastmig_tools.patchtool.unidiff import parse_patch
+from tests.xen_trees import REFERENCE, ROOT, copy_tree, snapshot, tree_ids
 
-ROOT = Path(__file__).resolve().parents[1]
 PATCHES = ROOT / "patches"
-XEN31_TREE = os.environ.get("XEN31_TREE")
-needs_xen31 = pytest.mark.skipif(
-    not XEN31_TREE,
-    reason="XEN31_TREE is unset: set it to a Xen 3.1 checkout (e.g. xen-project/xen "
-           "tag 3.1.0-branched) to apply the series to a real tree")
-CLI_TIMEOUT = 120.0
+TIMEOUT = 120.0
+
+# Debian's quilt settings (the New Maintainers' Guide's quiltrc), and a
+# locale that fixes the order of file names.
+DEBIAN_REFRESH_ARGS = "-p ab --no-timestamps --no-index"
 
 
 # --------------------------------------------------------------------------
@@ -40,106 +44,98 @@ CLI_TIMEOUT = 120.0
 # --------------------------------------------------------------------------
 
 def series_names() -> list[str]:
-    return [ln for ln in (PATCHES / "series").read_text().splitlines()
-            if ln.strip() and not ln.startswith("#")]
+    names = []
+    for line in (PATCHES / "series").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(line.split()[0])
+    return names
 
 
-def committed() -> list:
-    return [parse_patch(n, (PATCHES / n).read_text()) for n in series_names()]
+def hand_written() -> list[str]:
+    return [n for n in series_names() if n != series.PACKAGE_PATCH]
 
 
-def snapshot(tree: Path) -> dict[str, str]:
-    """Every file under ``tree`` (path -> sha256), and every directory."""
-    out = {}
-    for path in sorted(tree.rglob("*")):
-        rel = str(path.relative_to(tree))
-        out[rel] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
-    return out
+def committed(name: str):
+    return parse_patch(name, (PATCHES / name).read_text())
 
 
-CLI = [sys.executable, "-m", "fastmig_tools.cli"]
-
-
-def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(CLI + ["patches", *args],
-                          cwd=ROOT, capture_output=True, text=True, env=env,
-                          timeout=CLI_TIMEOUT)
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, **kw)
 
 
 def output(result: subprocess.CompletedProcess) -> str:
     return result.stdout + result.stderr
 
 
-def _scaffold(path: str, pieces: list[list[str]]) -> str:
-    """A module holding each preimage piece, compiling on Python 2 and 3."""
-    out = ["# Synthetic preimage: built by tests/test_patches.py from the hunks",
-           "# of patches/; not Xen's file."]
-    if path.endswith("setup.py"):
-        out += ["def setup(**kw):", "    return kw", ""]
-        for piece in pieces:
-            out += ["setup(name = 'xen',"] + piece + ["                         ])", ""]
-        return "\n".join(out) + "\n"
-    out += ["class Synthetic:", "    filler = 0"]
-    for n, piece in enumerate(pieces):
-        # Filler keeps the hunks apart and off Xen's line numbers.
-        out += ["    # filler %d" % i for i in range(7 + 5 * n)]
-        out += piece
-        if piece[-1].count('"""') % 2:
-            out.append('        synthetic body"""')
-        out += ["        return 'stock'", ""]
-    return "\n".join(out) + "\n"
+def gnu_patch(tree: Path, name: str, *extra: str,
+              patches: Path = PATCHES) -> subprocess.CompletedProcess:
+    return run(["patch", "-p1", "--fuzz=0", "--force", "--no-backup-if-mismatch",
+                *extra, "-d", str(tree), "-i", str(patches / name)])
 
 
-def make_synthetic_tree(root: Path, patches=None) -> Path:
-    """A tree where the series applies: every modified file holds the
-    preimages of its hunks, in series order."""
-    patches = patches or committed()
-    pieces: dict[str, list[list[str]]] = {}
-    for p in patches:
-        for fp in p.files:
-            if fp.creates:
-                continue
-            for hunk in fp.hunks:
-                pieces.setdefault(fp.path, []).append(hunk.old_lines)
-    for path, parts in pieces.items():
-        target = root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(_scaffold(path, parts))
-    return root
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    return make_synthetic_tree(tmp_path / "xen")
-
-
-def drop_empty_package_dir(tree: Path) -> None:
-    """quilt pop leaves the emptied tools/python/xend_fastmig behind
-    (GNU patch -R -E removes it)."""
-    pkg = tree / series.PACKAGE_DEST
-    if pkg.is_dir():
-        pkg.rmdir()
-
-
-def gnu_patch(tree: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["patch", "-p1", "--fuzz=0", "--force", "--no-backup-if-mismatch",
-                           *extra, "-d", str(tree), "-i", str(PATCHES / name)],
-                          capture_output=True, text=True, timeout=CLI_TIMEOUT)
-
-
-def apply_file_by_file(tree: Path, reverse: bool = False) -> None:
-    names = series_names()
-    for name in (reversed(names) if reverse else names):
-        extra = ("--reverse", "--remove-empty-files") if reverse else ()
-        result = gnu_patch(tree, name, *extra)
+def apply_all(tree: Path) -> None:
+    for name in series_names():
+        result = gnu_patch(tree, name)
         assert result.returncode == 0, output(result)
 
 
+def drop_empty_dirs(tree: Path) -> None:
+    """The pristine trees hold no empty directory; quilt pop and patch -R
+    leave the emptied package directory behind."""
+    for d in sorted((p for p in tree.rglob("*") if p.is_dir()),
+                    key=lambda p: len(p.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+
+
+def quilt_env(patches: Path, pc: Path) -> dict:
+    return dict(os.environ, QUILT_PATCHES=str(patches), QUILT_PC=str(pc),
+                QUILT_REFRESH_ARGS=DEBIAN_REFRESH_ARGS, QUILT_DIFF_OPTS="",
+                QUILT_PATCH_OPTS="", LC_ALL="C")
+
+
+def quilt(tree: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    # --quiltrc -: no ~/.quiltrc or /etc/quilt.quiltrc, only the settings above.
+    return run(["quilt", "--quiltrc", "-", *args], cwd=tree, env=env)
+
+
+def python27() -> str:
+    found = find_python2()
+    assert found and found[1] == "2.7", (
+        "no Python 2.7 found (pyenv's 2.7.18 is expected on this machine): "
+        "the patched modules must be byte-compiled with it")
+    return found[0]
+
+
+@pytest.fixture(params=tree_ids())
+def tree_id(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def tree(tree_id: str, tmp_path: Path) -> Path:
+    """A scratch copy of each real tree in turn."""
+    return copy_tree(tree_id, tmp_path / "xen")
+
+
+@pytest.fixture
+def reference(tmp_path: Path) -> Path:
+    return copy_tree(REFERENCE, tmp_path / "xen")
+
+
 # --------------------------------------------------------------------------
-# the series itself
+# the generated patch and the import rewrite
 # --------------------------------------------------------------------------
 
-def test_committed_series_matches_a_fresh_export():
+def test_series_lists_the_generated_patch():
+    assert series.PACKAGE_PATCH in series_names()
+    assert len(set(series_names())) == len(series_names())
+    for name in series_names():
+        assert (PATCHES / name).is_file(), name
+
+
+def test_package_patch_matches_a_fresh_export():
     assert export.drift(PATCHES) == []
 
 
@@ -148,467 +144,338 @@ def test_drift_in_the_package_is_detected(tmp_path: Path):
     shutil.copytree(ROOT / series.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     victim = sorted(pkg.glob("*.py"))[-1]
     victim.write_text(victim.read_text() + "# changed after the export\n")
-    problems = export.drift(PATCHES, pkg=pkg)
-    assert problems == ["0001-xend-add-the-xend_fastmig-package.patch differs from a fresh export"]
+    assert export.drift(PATCHES, pkg=pkg) == [
+        "%s differs from a fresh export" % series.PACKAGE_PATCH]
 
 
-def test_drift_in_a_hook_is_detected(monkeypatch):
-    hook = series.PATCHES[1].hook
-    changed = series.Hook(hook.path, hook.anchor, hook.renamed, hook.context,
-                          hook.dispatcher[:-2] + ("        pass", ""), hook.line)
-    patched = list(series.PATCHES)
-    patched[1] = series.HookPatch(series.PATCHES[1].number, series.PATCHES[1].slug,
-                                  series.PATCHES[1].subject, series.PATCHES[1].why, changed)
-    monkeypatch.setattr(series, "PATCHES", tuple(patched))
-    assert export.drift(PATCHES) == ["%s differs from a fresh export" % series.PATCHES[1].filename]
-
-
-def test_export_writes_only_generated_files(tmp_path: Path):
+def test_drift_in_the_series_file_is_detected(tmp_path: Path):
     dest = tmp_path / "patches"
-    dest.mkdir()
-    (dest / "xend-config-fastmig.sxp").write_text("(keep me)\n")
-    (dest / "0099-stale.patch").write_text("old\n")
-    export.write(dest)
-    assert sorted(p.name for p in dest.iterdir()) == sorted(
-        series_names() + ["series", "xend-config-fastmig.sxp"])
-    assert (dest / "xend-config-fastmig.sxp").read_text() == "(keep me)\n"
-    assert export.drift(dest) == []
+    shutil.copytree(PATCHES, dest)
+    text = (dest / "series").read_text()
+    (dest / "series").write_text(text.replace(series.PACKAGE_PATCH + "\n", ""))
+    assert export.drift(dest) == ["series does not list %s" % series.PACKAGE_PATCH]
 
 
-def test_config_snippet_documents_every_option_with_its_default():
+def test_export_writes_only_the_package_patch(tmp_path: Path):
+    dest = tmp_path / "patches"
+    shutil.copytree(PATCHES, dest)
+    before = snapshot(dest)
+    (dest / series.PACKAGE_PATCH).write_text("stale\n")
+    assert export.write(dest) == [series.PACKAGE_PATCH]
+    assert snapshot(dest) == before
+    assert export.write(dest) == []
+
+
+def test_rewrite_changes_only_the_package_name_in_imports():
+    source = (
+        '"""Docs naming xend_fastmig stay as they are."""\n'
+        "from xend_fastmig import drain, release\n"
+        "from xend_fastmig.drain import (DrainWaiter,\n"
+        "                                dom0_block_backends)\n"
+        "import xend_fastmig.store as store, os\n"
+        "def f():\n"
+        "    import xend_fastmig.clock as clock  # xend_fastmig in a comment\n"
+        "    return 'xend_fastmig' + clock.__name__\n")
+    assert rewrite_imports(source) == (
+        '"""Docs naming xend_fastmig stay as they are."""\n'
+        "from xen.xend.fastmig import drain, release\n"
+        "from xen.xend.fastmig.drain import (DrainWaiter,\n"
+        "                                dom0_block_backends)\n"
+        "import xen.xend.fastmig.store as store, os\n"
+        "def f():\n"
+        "    import xen.xend.fastmig.clock as clock  # xend_fastmig in a comment\n"
+        "    return 'xend_fastmig' + clock.__name__\n")
+
+
+def test_rewrite_refuses_a_use_of_the_name_outside_an_import():
+    with pytest.raises(ValueError, match=r"m\.py: the name xend_fastmig is used outside "
+                                         r"an import at line 2 \(`xend_fastmig\.drain\.X`\)"):
+        rewrite_imports("import xend_fastmig.drain\nxend_fastmig.drain.X\n", "m.py")
+
+
+def _imported_top_names(source: str) -> set[str]:
+    names = set()
+    for line in source.splitlines():
+        m = re.match(r"\s*(?:from\s+([\w.]+)\s+import|import\s+([\w.]+))", line)
+        if m:
+            names.add((m.group(1) or m.group(2)).split(".")[0])
+    return names
+
+
+def test_carried_modules_name_only_the_in_tree_package():
+    """What the export carries: every module of the package, no name
+    xend_fastmig left in code, only the import lines changed, and no bare
+    import that Python 2's implicit relative import would resolve to a
+    module of the package instead of the standard library."""
+    carried = export.carried_files()
+    ours = sorted(p.name for p in (ROOT / series.PACKAGE).glob("*.py"))
+    assert sorted(path.rsplit("/", 1)[1] for path in carried) == ours
+    modules = {name[:-3] for name in ours}
+    for path, text in carried.items():
+        original = (ROOT / series.PACKAGE / path.rsplit("/", 1)[1]).read_text()
+        assert leftover_names(text) == [], path
+        changed = [(a, b) for a, b in zip(original.split("\n"), text.split("\n")) if a != b]
+        assert len(text.split("\n")) == len(original.split("\n"))
+        for old, new in changed:
+            assert new == old.replace(series.PACKAGE, series.IN_TREE_PACKAGE, 1), (path, old)
+            assert re.match(r"\s*(from|import) xen\.xend\.fastmig\b", new), (path, new)
+        shadowed = _imported_top_names(text) & modules
+        assert not shadowed, "%s imports %s by a bare name" % (path, shadowed)
+
+
+# --------------------------------------------------------------------------
+# hygiene of every patch
+# --------------------------------------------------------------------------
+
+REQUIRED = (("Description", "Subject"), ("Author", "From"), ("Origin",), ("Forwarded",),
+            ("Last-Update",))
+
+
+def _split(text: str) -> tuple[str, str]:
+    """(header, diff): the diff starts at the first ``--- `` file line."""
+    m = re.search(r"^--- (a/|/dev/null)", text, re.M)
+    assert m, "no diff"
+    return text[:m.start()], text[m.start():]
+
+
+@pytest.mark.parametrize("name", series_names())
+def test_header_opens_with_dep3_fields(name: str):
+    header, _ = _split((PATCHES / name).read_text())
+    fields_block, sep, rest = header.partition("\n\n")
+    assert sep, "%s: no blank line after the DEP-3 fields" % name
+    # A real DEP-3 reader: the first paragraph of the header.
+    paragraphs = list(deb822.Deb822.iter_paragraphs(io.StringIO(header)))
+    assert paragraphs, name
+    dep3 = paragraphs[0]
+    assert sorted(dep3.keys()) == sorted(
+        ln.split(":", 1)[0] for ln in fields_block.splitlines() if not ln[:1].isspace()), \
+        "%s: deb822 did not read every line of the first paragraph as a field" % name
+    for alternatives in REQUIRED:
+        assert any(dep3.get(f, "").strip() for f in alternatives), (name, alternatives)
+    summary = (dep3.get("Description") or dep3.get("Subject")).split("\n")[0].strip()
+    assert summary.startswith("xend: ") and len(summary) <= 75, (name, summary)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", dep3["Last-Update"]), name
+    assert re.match(r"(upstream|backport|vendor|other)\b", dep3["Origin"]), name
+    # Then the long description, the sign-off, and `---` before the diff.
+    assert rest.endswith("---\n"), "%s: the header must end with a `---` line" % name
+    body = rest[:-len("---\n")].rstrip("\n").split("\n")
+    signoffs = [ln for ln in body if ln.startswith("Signed-off-by: ")]
+    assert signoffs and body[-1].startswith("Signed-off-by: "), name
+    description = "\n".join(body[:body.index(signoffs[0])]).strip()
+    assert len(description.split()) >= 30, "%s: the long description says too little" % name
+    # No diffstat: nothing in the header that a refresh would have to rewrite.
+    assert not re.search(r"^ .* \| +\d+ ", header, re.M), "%s has a diffstat" % name
+
+
+@pytest.mark.parametrize("name", series_names())
+def test_diff_is_what_quilt_writes(name: str):
+    """a/ and b/ names, no timestamps, no Index: lines, three lines of
+    context (diff -u), and hunks split as diff would split them."""
+    text = (PATCHES / name).read_text()
+    _, diff = _split(text)
+    assert not re.search(r"^(Index: |====|diff )", diff, re.M), name
+    for line in re.findall(r"^(?:---|\+\+\+) .*$", diff, re.M):
+        assert re.fullmatch(r"--- (a/\S+|/dev/null)|\+\+\+ b/\S+", line), (name, line)
+    patch = committed(name)
+    assert patch.files, name
+    for fp in patch.files:
+        if fp.creates:
+            assert len(fp.hunks) == 1 and fp.hunks[0].old_start == 0, (name, fp.path)
+            continue
+        for i, hunk in enumerate(fp.hunks):
+            marks = "".join(ln[0] for ln in hunk.lines)
+            lead = len(marks) - len(marks.lstrip(" "))
+            trail = len(marks) - len(marks.rstrip(" "))
+            where = (name, fp.path, hunk.header())
+            assert lead == 3 or (lead < 3 and hunk.old_start == 1), where
+            assert trail == 3 or (trail < 3 and i == len(fp.hunks) - 1), where
+            inner = re.findall(r"(?<=[-+]) +(?=[-+])", marks)
+            assert all(len(run_) <= 6 for run_ in inner), where
+
+
+# --------------------------------------------------------------------------
+# on the real trees
+# --------------------------------------------------------------------------
+
+def test_series_applies_with_gnu_patch_at_fuzz_0_and_reverts(tree: Path):
+    before = snapshot(tree)
+    for name in series_names():
+        result = gnu_patch(tree, name)
+        assert result.returncode == 0, output(result)
+        # neither fuzz nor a reversed-patch guess; offsets are fine
+        assert "fuzz" not in result.stdout and "Reversed" not in result.stdout, result.stdout
+    assert snapshot(tree) != before
+    for name in reversed(series_names()):
+        result = gnu_patch(tree, name, "--reverse", "--remove-empty-files")
+        assert result.returncode == 0, output(result)
+    drop_empty_dirs(tree)
+    assert snapshot(tree) == before
+
+
+def test_quilt_pushes_at_fuzz_0_and_pops(tree: Path, tmp_path: Path):
+    before = snapshot(tree)
+    env = quilt_env(PATCHES, tmp_path / "pc")
+    push = quilt(tree, env, "push", "-a", "--fuzz=0")
+    assert push.returncode == 0, output(push)
+    assert "fuzz" not in push.stdout.lower(), push.stdout
+    assert "Now at patch %s" % series_names()[-1] in push.stdout
+    pop = quilt(tree, env, "pop", "-a")
+    assert pop.returncode == 0, output(pop)
+    drop_empty_dirs(tree)
+    assert snapshot(tree) == before
+
+
+def _hunk_numbers_blanked(text: str) -> str:
+    return re.sub(r"^@@ -\d+(,\d+)? \+\d+(,\d+)? @@", "@@ -N +N @@", text, flags=re.M)
+
+
+def test_quilt_refresh_with_debian_settings_leaves_every_patch_as_committed(
+        tree: Path, tree_id: str, tmp_path: Path):
+    """`quilt refresh -p ab --no-timestamps --no-index` over each patch in
+    turn.  On the tree the series is made against, every byte stays; on the
+    other trees only hunk line numbers may move (their functions sit
+    elsewhere)."""
+    copy = tmp_path / "patches"
+    shutil.copytree(PATCHES, copy)
+    env = quilt_env(copy, tmp_path / "pc")
+    for name in series_names():
+        push = quilt(tree, env, "push", "--fuzz=0")
+        assert push.returncode == 0, output(push)
+        refresh = quilt(tree, env, "refresh")
+        assert refresh.returncode == 0, output(refresh)
+    for name in series_names():
+        ours = (PATCHES / name).read_text()
+        theirs = (copy / name).read_text()
+        if tree_id == REFERENCE:
+            assert theirs == ours, "quilt refresh rewrote %s" % name
+        else:
+            assert _hunk_numbers_blanked(theirs) == _hunk_numbers_blanked(ours), \
+                "quilt refresh rewrote %s beyond its line numbers" % name
+
+
+def test_patched_modules_compile_and_the_package_imports_on_python_27(tree: Path):
+    python = python27()
+    apply_all(tree)
+    # The tree's copy of the package is this release's, imports rewritten.
+    assert export.tree_drift(tree) == []
+    touched = sorted({fp.path for n in series_names() for fp in committed(n).files
+                      if fp.path.endswith(".py")})
+    assert touched
+    compiled = run([python, "-m", "py_compile"] + [str(tree / p) for p in touched])
+    assert compiled.returncode == 0, output(compiled)
+    for path in touched:
+        names = {t.string for t in tokenize.generate_tokens(
+            io.StringIO((tree / path).read_text()).readline) if t.type == tokenize.NAME}
+        assert series.PACKAGE not in names, "%s still names %s" % (path, series.PACKAGE)
+    # Import every module of the package as xend would, from the tree's
+    # `xen` package (nothing else of ours on the path).  A source tree has
+    # no built C bindings (xen.lowlevel.xc, .xs): a module that needs them
+    # at import time is let off, nothing else is.
+    modules = sorted(p.stem for p in (tree / series.PACKAGE_DEST).glob("*.py"))
+    imported = run([python, "-S", str(ROOT / "tests" / "py2_import_package.py"),
+                    str(tree / "tools" / "python"), series.IN_TREE_PACKAGE] + modules,
+                   cwd=str(tree))
+    assert imported.returncode == 0, output(imported)
+    results = dict(ln.split(" ", 1) for ln in imported.stdout.splitlines())
+    assert sorted(results) == modules, imported.stdout
+    assert results["__init__"] == "ok"
+    assert all(r == "ok" or r.startswith("needs-c-bindings") for r in results.values()), \
+        imported.stdout
+
+
+def _added_line_numbers(before: str, after: str) -> list[int]:
+    matcher = difflib.SequenceMatcher(None, before.split("\n"), after.split("\n"),
+                                      autojunk=False)
+    return [j + 1 for tag, _, _, j1, j2 in matcher.get_opcodes()
+            if tag in ("insert", "replace") for j in range(j1, j2)]
+
+
+def test_tree_drift_is_detected(reference: Path):
+    """A patched tree whose copy of the package is not this release's."""
+    apply_all(reference)
+    assert export.tree_drift(reference) == []
+    pkg = reference / series.PACKAGE_DEST
+    victim = sorted(pkg.glob("*.py"))[-1]
+    victim.write_text(victim.read_text().replace(series.IN_TREE_PACKAGE, series.PACKAGE))
+    (pkg / "stale.py").write_text('"""From an older release."""\n')
+    (pkg / "__init__.py").unlink()
+    rel = series.PACKAGE_DEST + "/"
+    assert export.tree_drift(reference) == [
+        "%s__init__.py is missing from the tree" % rel,
+        "%sstale.py is in the tree but not in %s/" % (rel, series.PACKAGE),
+        "%s%s differs from %s/%s with its imports rewritten"
+        % (rel, victim.name, series.PACKAGE, victim.name),
+    ]
+
+
+def test_every_option_is_documented_with_its_default(reference: Path):
+    """Where the options are documented for users: the tree's example
+    xend-config.sxp (and man page) once the series edits them, the
+    snippet in patches/ while it exists.  At least one of them."""
     from xend_fastmig import options
-    text = (PATCHES / "xend-config-fastmig.sxp").read_text()
-    settings = dict(re.findall(r"^\((xend-fast-migration[\w-]*) (\S+)\)$", text, re.M))
-    assert settings == {
+    wanted = {
         options.ENABLED: "yes",
+        options.EARLY_RELEASE: "yes",
         options.DRAIN_TIMEOUT: "%g" % options.DEFAULT_DRAIN_TIMEOUT,
         options.VERDICT_TIMEOUT: "%g" % options.DEFAULT_VERDICT_TIMEOUT,
     }
-    assert options.FastMigrationOptions().enabled is True
+    apply_all(reference)
+    touched = {fp.path for n in series_names() for fp in committed(n).files}
+    documents = [PATCHES / "xend-config-fastmig.sxp"] if \
+        (PATCHES / "xend-config-fastmig.sxp").is_file() else []
+    if "tools/examples/xend-config.sxp" in touched:
+        documents.append(reference / "tools/examples/xend-config.sxp")
+        man = (reference / "docs/man/xend-config.sxp.pod.5").read_text()
+        for option in wanted:
+            assert "I<%s>" % option in man, option
+    assert documents, "no document gives the options and their defaults"
+    for document in documents:
+        settings = dict(re.findall(r"^#?\((xend-fast-migration[\w-]*) (\S+)\)$",
+                                   document.read_text(), re.M))
+        assert settings == wanted, document
 
 
-def test_package_is_carried_byte_for_byte(tree: Path):
-    apply_file_by_file(tree)
-    ours = sorted(p.name for p in (ROOT / series.PACKAGE).glob("*.py"))
-    carried = sorted(p.name for p in (tree / series.PACKAGE_DEST).glob("*.py"))
-    assert carried == ours
-    for name in ours:
-        assert (tree / series.PACKAGE_DEST / name).read_bytes() == \
-            (ROOT / series.PACKAGE / name).read_bytes(), name
-
-
-def test_headers_follow_xen_and_dep3_conventions():
+def test_every_added_line_keeps_to_python_24(reference: Path, tmp_path: Path):
+    """What the series adds keeps to Python 2.4 (xend on CentOS 5): the
+    package it carries by tools/py24check.py, the lines it adds to xend's
+    own modules by an ast walk on Python 2.7 (Python 3 cannot parse them)."""
+    pristine = copy_tree(REFERENCE, tmp_path / "pristine")
+    apply_all(reference)
+    created, modified = set(), set()
     for name in series_names():
-        text = (PATCHES / name).read_text()
-        header = text.split("\n---\n", 1)[0]
-        first = header.splitlines()[0]
-        assert first.startswith("xend: ") and len(first) <= 75, (name, first)
-        for field in ("Signed-off-by: ", "Description: ", "Author: ", "Origin: ",
-                      "Forwarded: ", "Last-Update: "):
-            assert re.search("^" + field, header, re.M), (name, field)
-        assert re.search(r"^Last-Update: \d{4}-\d\d-\d\d$", header, re.M)
-        # a why-description between the subject and the sign-off
-        assert len(header.split("Signed-off-by:")[0].split()) > 40, name
+        for fp in committed(name).files:
+            if fp.path.endswith(".py"):
+                (created if fp.creates else modified).add(fp.path)
+    modified -= created
+    checked = run(["python3", str(ROOT / "tools" / "py24check.py")]
+                  + sorted(str(reference / p) for p in created))
+    assert checked.returncode == 0, output(checked)
+    args = []
+    for path in sorted(modified):
+        lines = _added_line_numbers((pristine / path).read_text(), (reference / path).read_text())
+        assert lines, path
+        args += [str(reference / path), ",".join(map(str, lines))]
+    walked = run([python27(), str(ROOT / "tests" / "py24_added_lines.py")] + args)
+    assert walked.returncode == 0, output(walked)
 
 
-def test_hunks_are_anchored_on_signature_and_docstring_only():
-    """A hook hunk's context is the blank line before the def and the
-    docstring's first line; nothing of the body, so distribution fixes in
-    these functions do not stop it applying."""
-    for p in committed()[1:]:
-        for fp in p.files:
-            for hunk in fp.hunks:
-                context = [ln[1:] for ln in hunk.lines if ln[0] == " "]
-                assert len(context) == 2 and context[0] == "", (p.name, context)
-                assert context[1].lstrip().startswith('"""'), (p.name, context)
-                assert [ln for ln in hunk.removed if not ln.lstrip().startswith("def ")] == []
-
-
-def test_series_applies_file_by_file_with_fuzz_0_and_reverts(tree: Path):
-    before = snapshot(tree)
-    for name in series_names():
-        result = gnu_patch(tree, name)
-        assert result.returncode == 0, output(result)
-        # neither fuzz nor a reversed-patch guess; offsets are expected
-        assert "fuzz" not in result.stdout and "Reversed" not in result.stdout, result.stdout
-    assert snapshot(tree) != before
-    apply_file_by_file(tree, reverse=True)
-    drop_empty_package_dir(tree)
-    assert snapshot(tree) == before
-
-
-def test_quilt_push_with_fuzz_0_and_pop(tree: Path):
-    if not shutil.which("quilt"):
-        pytest.skip("quilt is not installed (apt-get install quilt); "
-                    "the file-by-file GNU patch test covers the same hunks")
-    before = snapshot(tree)
-    env = dict(os.environ, QUILT_PATCHES=str(PATCHES), QUILT_PC=str(tree.parent / "pc"))
-    push = subprocess.run(["quilt", "push", "-a", "--fuzz=0"], cwd=tree, env=env,
-                          capture_output=True, text=True, timeout=CLI_TIMEOUT)
-    assert push.returncode == 0, output(push)
-    assert "fuzz" not in push.stdout.lower()
-    pop = subprocess.run(["quilt", "pop", "-a"], cwd=tree, env=env,
-                         capture_output=True, text=True, timeout=CLI_TIMEOUT)
-    assert pop.returncode == 0, output(pop)
-    drop_empty_package_dir(tree)
-    assert snapshot(tree) == before
-
-
-def test_every_added_line_passes_the_python_24_check(tree: Path):
-    """The patched modules (our added lines inside Xen's context and the
-    synthetic scaffolding, both plain 2.4) and the carried package."""
-    apply_file_by_file(tree)
-    files = [str(tree / p) for p in series.XEND_FILES + (series.SETUP_PY,)]
-    files += sorted(str(p) for p in (tree / series.PACKAGE_DEST).glob("*.py"))
-    checker = ROOT / "tools" / "py24check.py"
-    if checker.is_file():
-        cmd = [sys.executable, str(checker)] + files
-    else:
-        cmd = [shutil.which("vermin") or "vermin", "-t=2.4-", "--no-tips", "--violations"] + files
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=CLI_TIMEOUT)
-    assert result.returncode == 0, output(result)
-
-
-def test_added_hook_lines_compile_on_python_2(tree: Path):
-    found = find_python2()
-    if not found:
-        pytest.skip("no Python 2 interpreter (python2.7, python2, pyenv 2.7.*) found")
-    apply_file_by_file(tree)
-    files = [str(tree / p) for p in series.XEND_FILES + (series.SETUP_PY,)]
-    result = subprocess.run([found[0], "-c", "import sys\nfor f in sys.argv[1:]:\n"
-                             "    compile(open(f).read(), f, 'exec')\n"] + files,
-                            capture_output=True, text=True, timeout=CLI_TIMEOUT)
-    assert result.returncode == 0, output(result)
-
-
-def _load_patched(path: Path, name: str):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.Synthetic()
-
-
-@pytest.fixture
-def hooks(mocker, monkeypatch):
-    """A stand-in for xend_fastmig.xend_hooks, recording the hooks' calls."""
-    import types
-    fake = types.ModuleType("xend_fastmig.xend_hooks")
-    fake.fast_migration_enabled = mocker.Mock(return_value=True)
-    fake.domain_migrate = mocker.Mock(return_value="fast")
-    fake.release_devices = mocker.Mock(return_value="fast")
-    fake.test_device_complete = mocker.Mock(return_value="fast")
-    import xend_fastmig
-    monkeypatch.setitem(sys.modules, "xend_fastmig.xend_hooks", fake)
-    monkeypatch.setattr(xend_fastmig, "xend_hooks", fake, raising=False)
-    return fake
-
-
-def test_hooks_dispatch_only_when_asked(tree: Path, hooks):
-    """The patched methods: stock unless force / io_done / fast migration."""
-    apply_file_by_file(tree)
-    info = _load_patched(tree / series.XEND_FILES[1], "patched_info")
-    assert info._releaseDevices() == "stock"
-    assert info._releaseDevices(True) == "stock"
-    assert info.testDeviceComplete() == "stock"
-    hooks.release_devices.assert_not_called()
-    hooks.test_device_complete.assert_not_called()
-    assert info._releaseDevices(force=True) == "fast"
-    hooks.release_devices.assert_called_once_with(info, False, True)
-    assert info.testDeviceComplete(io_done=True) == "fast"
-    hooks.test_device_complete.assert_called_once_with(info, True)
-
-    domain = _load_patched(tree / series.XEND_FILES[0], "patched_domain")
-    assert domain.domain_migrate(7, "10.0.0.2", True, 0, 8002) == "fast"
-    hooks.domain_migrate.assert_called_once_with(domain, 7, "10.0.0.2", True, 0, 8002)
-    hooks.fast_migration_enabled.return_value = False
-    assert domain.domain_migrate(7, "10.0.0.2", live=True) == "stock"
-    assert hooks.domain_migrate.call_count == 1
-
-
-# --------------------------------------------------------------------------
-# xend-fastmig patches check / apply / revert
-# --------------------------------------------------------------------------
-
-def test_check_a_good_tree(tree: Path):
-    before = snapshot(tree)
-    result = cli("check", "--tree", str(tree))
-    assert result.returncode == engine.EXIT_OK, output(result)
-    assert "the series is not applied, and every hunk applies with fuzz 0" in result.stdout
-    for name in series_names():
-        assert "%s: not applied" % name in result.stdout
-    assert snapshot(tree) == before
-
-
-def test_apply_then_revert_a_good_tree(tree: Path):
-    before = snapshot(tree)
-    result = cli("apply", "--tree", str(tree))
-    assert result.returncode == engine.EXIT_OK, output(result)
-    assert "dry run: all 4 patches apply with fuzz 0" in result.stdout
-    assert "applied: 4 patches" in result.stdout
-    assert "byte-compile" in result.stdout
-    # the same result as GNU patch file by file
-    reference = make_synthetic_tree(tree.parent / "reference")
-    apply_file_by_file(reference)
-    assert snapshot(tree) == snapshot(reference)
-
-    check = cli("check", "--tree", str(tree))
-    assert check.returncode == engine.EXIT_APPLIED
-    assert "state: the series is applied" in check.stdout
-
-    result = cli("revert", "--tree", str(tree))
-    assert result.returncode == engine.EXIT_OK, output(result)
-    assert "reverted: 4 patches" in result.stdout
-    assert snapshot(tree) == before
-
-
-def test_apply_refuses_an_already_patched_tree(tree: Path):
-    apply_file_by_file(tree)
-    before = snapshot(tree)
-    result = cli("apply", "--tree", str(tree))
-    assert result.returncode == engine.EXIT_APPLIED
-    assert "refusing to apply: already applied; nothing changed" in result.stderr
-    assert snapshot(tree) == before
-
-
-def test_revert_refuses_a_tree_without_the_series(tree: Path):
-    before = snapshot(tree)
-    result = cli("revert", "--tree", str(tree))
-    assert result.returncode == engine.EXIT_NOT_APPLIED
-    assert "refusing to revert: not applied; nothing changed" in result.stderr
-    assert snapshot(tree) == before
-
-
-@pytest.mark.parametrize("command", ["check", "apply", "revert"])
-def test_a_half_patched_tree(tree: Path, command: str):
-    names = series_names()
-    for name in names[:2]:
-        assert gnu_patch(tree, name).returncode == 0
-    before = snapshot(tree)
-    result = cli(command, "--tree", str(tree))
-    assert result.returncode == engine.EXIT_PARTLY, output(result)
-    text = output(result)
-    assert "%s: applied" % names[0] in text and "%s: applied" % names[1] in text
-    assert "%s: not applied" % names[2] in text
-    assert "PARTLY applied" in text
-    if command != "check":
-        assert "refusing to %s a partly applied tree; nothing changed" % command in text
-    assert snapshot(tree) == before
-
-
-@pytest.mark.parametrize("command", ["check", "apply"])
-def test_a_tree_whose_hunk_does_not_match(tree: Path, command: str):
-    target = tree / "tools/python/xen/xend/XendDomainInfo.py"
-    text = target.read_text()
-    assert "    def testDeviceComplete(self):" in text
-    target.write_text(text.replace("    def testDeviceComplete(self):",
-                                   "    def testDeviceComplete(self, wait=True):"))
-    before = snapshot(tree)
-    result = cli(command, "--tree", str(tree))
-    assert result.returncode == engine.EXIT_CONFLICT, output(result)
-    text = output(result)
-    assert ("FAILS: tools/python/xen/xend/XendDomainInfo.py hunk #1 (testDeviceComplete): "
-            "the signature differs: expected `def testDeviceComplete(self):`") in text
-    assert "0003-xend-testDeviceComplete-io_done.patch: would not apply" in text
-    assert "0002-xend-releaseDevices-force.patch: not applied" in text
-    assert snapshot(tree) == before
-
-
-def test_a_body_line_that_differs_is_named(tree: Path):
-    """A changed context line is reported with its line number, expected
-    and found text."""
-    target = tree / "tools/python/xen/xend/XendDomain.py"
-    text = target.read_text()
-    target.write_text(text.replace('        """Start domain migration.',
-                                   '        """Start a domain migration.'))
-    result = cli("check", "--tree", str(tree))
-    assert result.returncode == engine.EXIT_CONFLICT
-    assert re.search(r"XendDomain.py hunk #1 \(domain_migrate\): at line \d+: expected "
-                     r"`        \"\"\"Start domain migration.`, found "
-                     r"`        \"\"\"Start a domain migration.`", result.stdout), result.stdout
-
-
-@pytest.mark.parametrize("command", ["check", "apply", "revert"])
-def test_a_directory_that_is_not_a_xen_tree(tmp_path: Path, command: str):
-    (tmp_path / "README").write_text("not xen\n")
-    before = snapshot(tmp_path)
-    result = cli(command, "--tree", str(tmp_path))
-    assert result.returncode == engine.EXIT_NOT_XEN, output(result)
-    assert "not a Xen tree with xend: tools/python/xen/xend/XendDomain.py" in output(result)
-    if command != "check":
-        assert "refusing to %s: not a Xen tree with xend; nothing changed" % command \
-            in output(result)
-    assert snapshot(tmp_path) == before
-
-
-def test_a_result_that_does_not_compile_is_not_written(tree: Path):
-    found = find_python2()
-    if not found:
-        pytest.skip("no Python 2 interpreter (python2.7, python2, pyenv 2.7.*) found")
-    target = tree / "tools/python/xen/xend/XendDomain.py"
-    target.write_text(target.read_text() + "def broken(:\n")
-    before = snapshot(tree)
-    result = cli("apply", "--tree", str(tree))
-    assert result.returncode == engine.EXIT_COMPILE, output(result)
-    assert "FAILED" in result.stderr and "XendDomain.py" in result.stderr
-    assert snapshot(tree) == before
-
-
-def test_says_so_when_no_python_2_is_found(tree: Path, tmp_path: Path):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "patch").symlink_to(shutil.which("patch"))
-    env = dict(os.environ, PATH=str(bindir), HOME=str(tmp_path), PYENV_ROOT=str(tmp_path / "none"))
-    env.pop("XEND_FASTMIG_PYTHON2", None)
-    result = cli("apply", "--tree", str(tree), env=env)
-    assert result.returncode == engine.EXIT_OK, output(result)
-    assert "byte-compile: SKIPPED, no Python 2 interpreter found" in result.stdout
-
-
-def test_quilt_managed_tree_is_left_to_quilt(tree: Path):
-    apply_file_by_file(tree)
-    (tree / ".pc").mkdir()
-    (tree / ".pc" / "applied-patches").write_text("\n".join(series_names()) + "\n")
-    before = snapshot(tree)
-    result = cli("revert", "--tree", str(tree))
-    assert result.returncode == engine.EXIT_QUILT, output(result)
-    assert "use `quilt pop -a`" in result.stderr
-    assert snapshot(tree) == before
-
-
-def test_install_puts_back_what_it_changed_when_a_write_fails(tree: Path, mocker):
-    """All or nothing even if the disk fails half-way through the writes."""
-    before = snapshot(tree)
-    real_replace = os.replace
-    calls = []
-
-    def flaky(src, dst):
-        calls.append(dst)
-        if len(calls) == 3:
-            raise OSError(28, "No space left on device")
-        return real_replace(src, dst)
-
-    mocker.patch("fastmig_tools.patchtool.engine.os.replace", side_effect=flaky)
-    with pytest.raises(OSError, match="No space left"):
-        engine.apply(tree, PATCHES, compile_=False)
-    assert len(calls) == 3
-    assert snapshot(tree) == before
-
-
-def test_export_check_reports_drift(tmp_path: Path):
-    dest = tmp_path / "patches"
-    shutil.copytree(PATCHES, dest)
-    ok = cli("export", "--check", "--dest", str(dest))
-    assert ok.returncode == engine.EXIT_OK, output(ok)
-    victim = dest / series_names()[2]
-    victim.write_text(victim.read_text().replace("io_done", "io_finished"))
-    bad = cli("export", "--check", "--dest", str(dest))
-    assert bad.returncode == engine.EXIT_DRIFT
-    assert "%s differs from a fresh export" % victim.name in bad.stderr
-
-
-# --------------------------------------------------------------------------
-# a real Xen 3.1 tree (XEN31_TREE)
-# --------------------------------------------------------------------------
-
-def _copy_real_tree(dest: Path) -> Path:
-    src = Path(XEN31_TREE)
-    for rel in ("tools/python", "xen/Makefile"):
-        if (src / rel).is_dir():
-            shutil.copytree(src / rel, dest / rel, symlinks=True)
-        elif (src / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / rel, dest / rel)
-    return dest
-
-
-def _vary(tree: Path) -> None:
-    """Make the tree look like a distribution's: lines added above and
-    inside the patched functions (right after a docstring, too), a first
-    body line changed, and upstream's 2007-05-22 fix (destroyDomain no
-    longer clears the domid)."""
-    info = tree / "tools/python/xen/xend/XendDomainInfo.py"
-    text = info.read_text()
-    fix = "                xc.domain_destroy(self.domid)\n                self.domid = None\n"
-    assert fix in text
-    text = text.replace(fix, "                xc.domain_destroy(self.domid)\n")
-    text = text.replace("import logging\n", "import logging\n# distribution: extra import\nimport errno\n", 1)
-    first = '        flushed to disk\n        """\n        start = time.time()\n'
-    assert first in text
-    text = text.replace(first, '        flushed to disk\n        """\n'
-                        "        start = time.time()  # distribution: changed first line\n")
-    text = text.replace("            if diff >= MIGRATE_TIMEOUT:\n",
-                        "            # distribution: log the wait\n"
-                        "            if diff >= MIGRATE_TIMEOUT:\n", 1)
-    text = text.replace('        """Release all domain\'s devices.  Nothrow guarantee."""\n'
-                        "        if suspend and self.image:\n",
-                        '        """Release all domain\'s devices.  Nothrow guarantee."""\n'
-                        "        log.debug('releasing devices of %s', self.domid)\n"
-                        "        if suspend and self.image:\n")
-    info.write_text(text)
-    dom = tree / "tools/python/xen/xend/XendDomain.py"
-    text = dom.read_text()
-    old = "        dominfo.testMigrateDevices(True, dst)\n"
-    assert old in text
-    dom.write_text(text.replace(old, "        # distribution: check devices first\n" + old, 1))
-
-
-@needs_xen31
-def test_real_tree_apply_compile_and_revert(tmp_path: Path):
-    found = find_python2()
-    assert found, "XEN31_TREE is set but no Python 2 was found to byte-compile with"
-    tree = _copy_real_tree(tmp_path / "xen31")
-    before = snapshot(tree)
-    check = cli("check", "--tree", str(tree))
-    assert check.returncode == engine.EXIT_OK, output(check)
-    result = cli("apply", "--tree", str(tree))
-    assert result.returncode == engine.EXIT_OK, output(result)
-    assert re.search(r"byte-compile: \d+ modules compile with Python 2\.7", result.stdout), \
-        result.stdout
-    # and directly, every patched module, as xend would import it
-    files = [str(tree / p) for p in series.XEND_FILES]
-    files += sorted(str(p) for p in (tree / series.PACKAGE_DEST).glob("*.py"))
-    compiled = subprocess.run([found[0], "-m", "py_compile"] + files,
-                              capture_output=True, text=True, timeout=CLI_TIMEOUT)
-    assert compiled.returncode == 0, output(compiled)
-    for pyc in list(tree.rglob("*.pyc")):
-        pyc.unlink()
-    assert cli("check", "--tree", str(tree)).returncode == engine.EXIT_APPLIED
-    result = cli("revert", "--tree", str(tree))
-    assert result.returncode == engine.EXIT_OK, output(result)
-    assert snapshot(tree) == before
-
-
-@needs_xen31
-def test_real_tree_quilt_and_patch_with_fuzz_0(tmp_path: Path):
-    tree = _copy_real_tree(tmp_path / "xen31")
-    before = snapshot(tree)
-    for name in series_names():
-        result = gnu_patch(tree, name)
-        assert result.returncode == 0, output(result)
-        assert "fuzz" not in result.stdout and "offset" not in result.stdout, result.stdout
-    apply_file_by_file(tree, reverse=True)
-    drop_empty_package_dir(tree)
-    assert snapshot(tree) == before
-    if shutil.which("quilt"):
-        env = dict(os.environ, QUILT_PATCHES=str(PATCHES), QUILT_PC=str(tmp_path / "pc"))
-        push = subprocess.run(["quilt", "push", "-a", "--fuzz=0"], cwd=tree, env=env,
-                              capture_output=True, text=True, timeout=CLI_TIMEOUT)
-        assert push.returncode == 0, output(push)
-
-
-@needs_xen31
-def test_real_tree_with_distribution_changes(tmp_path: Path):
-    tree = _copy_real_tree(tmp_path / "varied")
-    _vary(tree)
-    for name in series_names():
-        result = gnu_patch(tree, name, "--dry-run")
-        assert result.returncode == 0, output(result)
-    result = cli("apply", "--tree", str(tree))
-    assert result.returncode == engine.EXIT_OK, output(result)
-    assert "modules compile with Python 2" in result.stdout
-    text = (tree / "tools/python/xen/xend/XendDomainInfo.py").read_text()
-    # the stock body, with the distribution's line, now behind the dispatcher
-    assert ("    def _releaseDevicesStock(self, suspend = False):\n"
-            '        """Release all domain\'s devices.  Nothrow guarantee."""\n'
-            "        log.debug('releasing devices of %s', self.domid)\n") in text
+def test_the_python_24_walk_flags_what_it_must(tmp_path: Path):
+    module = tmp_path / "m.py"
+    module.write_text("def f(x):\n"
+                      "    try:\n"
+                      "        y = x and 1 if x else 2\n"
+                      "    except ValueError as e:\n"
+                      "        pass\n"
+                      "    finally:\n"
+                      "        return any([x])\n"
+                      "def g(x):\n"
+                      "    return '%s' % x\n")
+    walked = run([python27(), str(ROOT / "tests" / "py24_added_lines.py"),
+                  str(module), "1,2,3,4,5,6,7,8,9"])
+    assert walked.returncode == 1
+    found = sorted(ln.split(": ", 1)[1] for ln in walked.stdout.splitlines())
+    assert found == ["'except X as name' is not Python 2.4", "a conditional expression is "
+                     "not Python 2.4", "any() is not Python 2.4",
+                     "try/except/finally in one statement is not Python 2.4"], walked.stdout
+    assert run([python27(), str(ROOT / "tests" / "py24_added_lines.py"),
+                str(module), "8,9"]).returncode == 0

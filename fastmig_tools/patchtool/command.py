@@ -7,16 +7,20 @@ parsed arguments come back to ``run(args)``, which returns the exit status.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from . import engine, export
+from . import engine, export, series
+from .python2 import ENV_PYTHON2, check_python2
 
 __all__ = ["add_parser", "run"]
 
 _STATUS_HELP = """exit status:
   0  done (check: the series is not applied and applies with fuzz 0)
   1  unexpected error (e.g. GNU patch missing)
+  2  bad usage (e.g. --tree '', a --patches folder that is not a series,
+     a --python2 that is not Python 2)
   3  not a Xen tree with xend (nothing changed)
   4  the series is already applied (apply refuses; check reports it)
   5  the series is partly applied (nothing changed)
@@ -25,6 +29,8 @@ _STATUS_HELP = """exit status:
   8  the result does not compile on Python 2 (nothing changed)
   9  quilt manages the series in this tree: use quilt (nothing changed)
  10  export --check: patches/ differ from a fresh export
+ 11  a write into DIR failed; everything written was put back (nothing changed)
+ 12  a write failed and putting back failed too: DIR is partly changed
 """
 
 
@@ -41,15 +47,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     def tree_command(name: str, helptext: str, changes: bool) -> None:
         p = sub.add_parser(name, help=helptext, description=helptext, epilog=_STATUS_HELP,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--tree", required=True, type=Path, metavar="DIR",
+        p.add_argument("--tree", required=True, metavar="DIR",
                        help="top of a Xen source tree (the directory holding tools/)")
-        p.add_argument("--patches", type=Path, metavar="DIR",
-                       help="a series directory (default: this checkout's patches/, "
-                            "else the series generated from the installed package)")
+        p.add_argument("--patches", metavar="DIR",
+                       help="the series directory: a patches/ folder of an xend-fastmig "
+                            "release (default: this checkout's patches/)")
         if changes:
             p.add_argument("--python2", metavar="PATH",
-                           help="the Python 2 to byte-compile with (default: "
-                                "python2.7, python2, then pyenv's 2.7.*)")
+                           help="the Python 2 to byte-compile with; an error if it is "
+                                "not one (default: $%s, else python2.7, python2, "
+                                "then pyenv's 2.7.*)" % ENV_PYTHON2)
             p.add_argument("--no-compile", action="store_true",
                            help="do not byte-compile the result")
 
@@ -58,19 +65,58 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     tree_command("apply", "apply the whole series to DIR, or change nothing", True)
     tree_command("revert", "revert the whole series from DIR, or change nothing", True)
 
-    p = sub.add_parser("export", help="regenerate patches/ from xend_fastmig/ and "
-                                      "fastmig_tools/patchtool/series.py")
+    p = sub.add_parser("export", help="regenerate the series' package patch (%s) from "
+                                      "xend_fastmig/" % series.PACKAGE_PATCH)
     p.add_argument("--dest", type=Path, metavar="DIR",
                    help="where to write (default: this checkout's patches/)")
     p.add_argument("--check", action="store_true",
-                   help="write nothing; exit 10 if the files differ from a fresh export")
+                   help="write nothing; exit 10 if the package patch differs from a "
+                        "fresh export or patches/series does not list it")
     parser.set_defaults(func=run)
     return parser
 
 
-def _default_patches() -> Path | None:
-    candidate = export.patches_dir()
-    return candidate if (candidate / export.SERIES_FILE).is_file() else None
+class UsageError(ValueError):
+    """A bad argument: one line, exit status 2."""
+
+
+def _tree(value: str) -> Path:
+    if not value.strip():
+        raise UsageError("--tree: empty path (name the top of a Xen tree, the "
+                         "directory holding tools/)")
+    return Path(value)
+
+
+def _patches(value: str | None) -> Path:
+    if value is not None and not value.strip():
+        raise UsageError("--patches: empty path")
+    path = Path(value) if value is not None else export.patches_dir()
+    if not path.is_dir():
+        if value is None:
+            raise UsageError("no patches/ folder beside this installation (%s); "
+                             "pass --patches DIR, the patches/ folder of the "
+                             "xend-fastmig release" % path)
+        raise UsageError("--patches %s: %s" % (value, "not a directory" if path.exists()
+                                               else "no such directory"))
+    if not (path / export.SERIES_FILE).is_file():
+        raise UsageError("--patches %s: no %s file in it, so not a patch series"
+                         % (value if value is not None else path, export.SERIES_FILE))
+    return path
+
+
+def _python2(args: argparse.Namespace) -> str | None:
+    """The interpreter the user named, checked now: naming one that is not
+    a Python 2 must not turn into a silently skipped compile."""
+    named = args.python2 if args.python2 is not None else os.environ.get(ENV_PYTHON2)
+    where = "--python2" if args.python2 is not None else "$" + ENV_PYTHON2
+    if named is None:
+        return None
+    if not named.strip():
+        raise UsageError("%s: empty path" % where)
+    try:
+        return check_python2(named)[0]
+    except ValueError as error:
+        raise UsageError("%s %s" % (where, error)) from None
 
 
 def _say(lines: list[str], stream=None) -> None:
@@ -85,16 +131,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         if command == "export":
             return _export(args)
-        patches_dir = args.patches if args.patches is not None else _default_patches()
+        tree = _tree(args.tree)
+        patches_dir = _patches(args.patches)
         if command == "check":
-            report = engine.inspect(args.tree, engine.load_series(patches_dir))
+            report = engine.inspect(tree, engine.load_series(patches_dir))
             _say(report.lines())
             return report.status
+        python2 = _python2(args)
         action = engine.apply if command == "apply" else engine.revert
-        outcome = action(args.tree, patches_dir, python2=args.python2,
-                         compile_=not args.no_compile)
+        outcome = action(tree, patches_dir, python2=python2, compile_=not args.no_compile)
         _say(outcome.lines, sys.stdout if outcome.status == engine.EXIT_OK else sys.stderr)
         return outcome.status
+    except (UsageError, engine.SeriesError) as exc:
+        print("xend-fastmig patches %s: %s" % (command, exc), file=sys.stderr)
+        return engine.EXIT_USAGE
     except (OSError, RuntimeError, ValueError) as exc:
         print("xend-fastmig patches %s: %s" % (command, exc), file=sys.stderr)
         return engine.EXIT_ERROR
@@ -108,7 +158,7 @@ def _export(args: argparse.Namespace) -> int:
             _say(problems + ["run `xend-fastmig patches export` and commit the result"],
                  sys.stderr)
             return engine.EXIT_DRIFT
-        print("patches/ match a fresh export")
+        print("%s matches a fresh export" % (dest / series.PACKAGE_PATCH))
         return engine.EXIT_OK
     changed = export.write(dest)
     _say(["wrote %s" % (dest / name) for name in changed] or

@@ -3,7 +3,10 @@
 GNU patch does the patching, at fuzz 0, on a scratch copy of the files the
 series touches; only when every patch went through there (and the result
 compiles on Python 2, when one is found) are the results written into the
-tree.  So a refusal or a failure leaves the tree exactly as it was.
+tree, one rename per file; if a write fails part-way, every file already
+changed is put back and every file and directory created is removed.  So a
+refusal or a failure leaves the tree exactly as it was (and says so when
+putting back fails too).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ __all__ = [
     "load_series", "inspect", "apply", "revert", "Outcome", "TreeReport",
     "HunkReport", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_NOT_XEN",
     "EXIT_APPLIED", "EXIT_PARTLY", "EXIT_CONFLICT", "EXIT_NOT_APPLIED",
-    "EXIT_COMPILE", "EXIT_QUILT", "EXIT_DRIFT",
+    "EXIT_COMPILE", "EXIT_QUILT", "EXIT_DRIFT", "EXIT_WRITE", "EXIT_WRITE_LEFT",
+    "SeriesError",
 ]
 
 # Exit statuses: distinct, so that scripts (and RPM specs) can tell why.
@@ -39,20 +43,34 @@ EXIT_NOT_APPLIED = 7    # nothing to revert
 EXIT_COMPILE = 8        # the result does not compile on Python 2: not written
 EXIT_QUILT = 9          # quilt manages these patches in this tree
 EXIT_DRIFT = 10         # export --check: patches/ differ from a fresh export
+EXIT_WRITE = 11         # a write into the tree failed; what was written is put back
+EXIT_WRITE_LEFT = 12    # a write failed and putting back failed too: tree changed
 
-_XEND_MARKERS = series.XEND_FILES + (series.SETUP_PY,)
+_XEND_MARKERS = series.TREE_MARKERS
 _PATCH_TIMEOUT = 60.0
 
 
-def load_series(patches_dir: Path | None = None) -> list[Patch]:
-    """The series from ``patches_dir/series``, or, without a directory,
-    generated in memory from the installed package (identical to the
-    committed files: a test fails on drift)."""
-    if patches_dir is None:
-        generated = export.generate()
-        names = _series_names(generated[export.SERIES_FILE])
-        return [parse_patch(n, generated[n]) for n in names]
-    names = _series_names((patches_dir / export.SERIES_FILE).read_text(encoding="utf-8"))
+class SeriesError(ValueError):
+    """The series directory cannot be read (one line, for the user)."""
+
+
+def load_series(patches_dir: Path) -> list[Patch]:
+    """The series that ``patches_dir/series`` lists, in order."""
+    patches_dir = Path(patches_dir)
+    if not patches_dir.is_dir():
+        raise SeriesError("%s: %s" % (patches_dir, "not a directory" if patches_dir.exists()
+                                      else "no such directory"))
+    series_file = patches_dir / export.SERIES_FILE
+    if not series_file.is_file():
+        raise SeriesError("%s has no %s file: not a patch series" % (patches_dir,
+                                                                    export.SERIES_FILE))
+    names = _series_names(series_file.read_text(encoding="utf-8"))
+    if not names:
+        raise SeriesError("%s lists no patch" % series_file)
+    missing = [n for n in names if not (patches_dir / n).is_file()]
+    if missing:
+        raise SeriesError("%s lists %s, not in %s" % (series_file, ", ".join(missing),
+                                                       patches_dir))
     return [parse_patch(n, (patches_dir / n).read_text(encoding="utf-8")) for n in names]
 
 
@@ -170,14 +188,37 @@ def _find(lines: list[str], seq: list[str]) -> list[int]:
             if ln == first and lines[i:i + n] == seq]
 
 
-def _label(fp_creates: bool, hunk: Hunk) -> str:
+def _label(fp_creates: bool, hunk: Hunk, lines: list[str] | None) -> str:
+    """What a reader calls the hunk: the method whose ``def`` it edits,
+    else the method it sits in (found in the tree), else what it adds."""
     if fp_creates:
         return "new file"
     for ln in hunk.removed + hunk.added:
         m = re.match(r"\s*def (\w+)", ln)
         if m:
             return m.group(1)
-    return "packages list" if any("xend_fastmig" in ln for ln in hunk.added) else "hunk"
+    if any(series.IN_TREE_PACKAGE in ln for ln in hunk.added):
+        return "packages list"
+    at = _where(lines or [], hunk)
+    if at is not None:
+        for ln in reversed((lines or [])[:at + 1]):
+            m = re.match(r"\s*def (\w+)", ln)
+            if m:
+                return m.group(1)
+    return "hunk"
+
+
+def _where(lines: list[str], hunk: Hunk) -> int | None:
+    """Where the hunk is in ``lines``: its pre- or postimage, else the
+    first of its lines that occurs once in the file."""
+    for seq in (hunk.old_lines, hunk.new_lines):
+        found = _find(lines, seq)
+        if found:
+            return found[0]
+    for k, ln in enumerate(hunk.old_lines):
+        if ln.strip() and lines.count(ln) == 1:
+            return max(lines.index(ln) - k, 0)
+    return None
 
 
 def _creation_state(path: Path, hunk: Hunk) -> tuple[str, str]:
@@ -281,7 +322,7 @@ def inspect(tree: Path, patches: list[Patch]) -> TreeReport:
             path = tree / fp.path
             lines = _read_lines(path)
             for i, hunk in enumerate(fp.hunks, 1):
-                h = HunkReport(p.name, fp.path, i, _label(fp.creates, hunk), "conflict")
+                h = HunkReport(p.name, fp.path, i, _label(fp.creates, hunk, lines), "conflict")
                 if fp.creates:
                     h.state, h.why = _creation_state(path, hunk)
                 elif lines is None:
@@ -337,54 +378,145 @@ def _run_series(scratch: Path, patches: list[Patch], texts: dict[str, str],
     return []
 
 
+class InstallFailed(Exception):
+    """A write into the tree failed part-way; ``lines`` say what happened
+    and ``status`` whether the tree is as it was (EXIT_WRITE) or not."""
+
+    def __init__(self, status: int, lines: list[str]):
+        super().__init__(lines[0])
+        self.status = status
+        self.lines = lines
+
+
+def _write_file(dst: Path, data: bytes, like: os.stat_result | None) -> None:
+    """Replace ``dst`` with ``data`` in one rename, keeping ``like``'s mode
+    and (when we may) owner, so that no reader sees half a file."""
+    tmp = dst.with_name(".%s.fastmig-tmp" % dst.name)
+    try:
+        tmp.write_bytes(data)
+        os.chmod(tmp, (like.st_mode & 0o7777) if like is not None else 0o644)
+        if like is not None and os.geteuid() == 0:
+            os.chown(tmp, like.st_uid, like.st_gid)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _missing_dirs(path: Path, stop: Path) -> list[Path]:
+    """The directories above ``path`` (up to ``stop``) that do not exist,
+    deepest first."""
+    out = []
+    for d in path.parents:
+        if d == stop or d.exists():
+            break
+        out.append(d)
+    return out
+
+
 def _install(tree: Path, scratch_tree: Path, paths: list[str]) -> list[str]:
     """Make each of ``paths`` in ``tree`` what it is in ``scratch_tree``
-    (present, absent).  On an error, puts back what it already changed and
-    re-raises.  Returns the paths it changed."""
-    saved: list[tuple[Path, bytes | None, int | None]] = []
+    (present with the same bytes, or absent).  All or nothing: when a write
+    fails, every file already changed gets its old bytes back, files and
+    directories it created are removed, and InstallFailed says so.
+    Returns the paths it changed."""
+    done: list[tuple[str, bytes | None, os.stat_result | None]] = []
     made_dirs: list[Path] = []
-    changed = []
-    try:
-        for rel in paths:
-            dst = tree / rel
-            src = scratch_tree / rel
-            old = dst.read_bytes() if dst.is_file() else None
-            new = src.read_bytes() if src.is_file() else None
-            if old == new:
-                continue
-            mode = dst.stat().st_mode if old is not None else None
-            saved.append((dst, old, mode))
+    for rel in paths:
+        dst = tree / rel
+        src = scratch_tree / rel
+        old = dst.read_bytes() if dst.is_file() else None
+        new = src.read_bytes() if src.is_file() else None
+        if old == new:
+            continue
+        like = dst.stat() if old is not None else None
+        try:
             if new is None:
                 dst.unlink()
             else:
-                missing = [d for d in [dst.parent, *dst.parent.parents] if not d.exists()]
+                # Noted before mkdir, so that a mkdir failing half-way
+                # is undone too; deepest first, newest first.
+                made_dirs[:0] = _missing_dirs(dst, tree)
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                made_dirs.extend(missing)
-                tmp = dst.with_name(".%s.fastmig-tmp" % dst.name)
-                try:
-                    tmp.write_bytes(new)
-                    os.chmod(tmp, (mode & 0o7777) if mode is not None else 0o644)
-                    os.replace(tmp, dst)
-                finally:
-                    if tmp.exists():
-                        tmp.unlink()
-            changed.append(rel)
-    except BaseException:
-        for dst, old, mode in reversed(saved):
+                _write_file(dst, new, like)
+        except OSError as error:
+            what = "removing" if new is None else "writing"
+            raise _rolled_back(tree, "%s %s" % (what, rel), error, done, made_dirs) from None
+        done.append((rel, old, like))
+    return [rel for rel, _, _ in done]
+
+
+def _rolled_back(tree: Path, failed: str, error: OSError,
+                 done: list[tuple[str, bytes | None, os.stat_result | None]],
+                 made_dirs: list[Path]) -> InstallFailed:
+    """Put back every file in ``done``; the InstallFailed that tells how it
+    went.  Each step on its own, so one that fails does not stop the rest."""
+    left = []
+    for rel, old, like in reversed(done):
+        dst = tree / rel
+        try:
             if old is None:
                 if dst.exists():
                     dst.unlink()
-            else:
-                dst.write_bytes(old)
-                if mode is not None:
-                    os.chmod(dst, mode & 0o7777)
-        for d in made_dirs:  # deepest first
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        raise
-    return changed
+            elif not dst.is_file() or dst.read_bytes() != old:
+                _write_file(dst, old, like)
+        except OSError as exc:
+            left.append("%s (%s)" % (rel, exc.strerror))
+    for d in made_dirs:
+        try:
+            d.rmdir()
+        except OSError as exc:
+            if d.exists():
+                left.append("%s/ (left behind: %s)" % (d.relative_to(tree), exc.strerror))
+    why = error.strerror or str(error)
+    first = "%s failed: %s" % (failed, why)
+    if not left:
+        created = sum(1 for _, old, _ in done if old is None)
+        return InstallFailed(EXIT_WRITE, [
+            "%s; put back the %d file%s already changed (%d restored, %d new removed): "
+            "nothing changed in %s" % (first, len(done), "" if len(done) == 1 else "s",
+                                       len(done) - created, created, tree)])
+    return InstallFailed(EXIT_WRITE_LEFT, [
+        "%s; putting back failed too: the tree is PARTLY CHANGED" % first,
+        "still changed: %s" % ", ".join(left),
+        "restore these from a pristine tree"])
+
+
+def _clean_after_revert(tree: Path, patches: list[Patch]) -> list[str]:
+    """After a revert: remove the byte-compiled copies of the modules the
+    series created (Python 2 would still import a lone ``.pyc``) and the
+    directories it created once they are empty.  Notes about what stays."""
+    notes = []
+    dirs = set()
+    for p in patches:
+        for fp in p.files:
+            if not fp.creates:
+                continue
+            created = tree / fp.path
+            if created.suffix == ".py":
+                for compiled in (created.with_suffix(".pyc"), created.with_suffix(".pyo")):
+                    try:
+                        compiled.unlink()
+                    except FileNotFoundError:
+                        pass
+                    except OSError as error:
+                        notes.append("left %s: %s" % (compiled, error.strerror))
+            d = created.parent
+            while d != tree and tree in d.parents:
+                dirs.add(d)
+                d = d.parent
+    for d in sorted(dirs, key=lambda d: len(d.parts), reverse=True):
+        if not d.is_dir():
+            continue
+        if any(d.iterdir()):
+            if d.relative_to(tree).as_posix() == series.PACKAGE_DEST:
+                notes.append("left %s: it holds files that are not the series'" % d)
+            continue
+        try:
+            d.rmdir()
+        except OSError as error:
+            notes.append("left %s: %s" % (d, error.strerror))
+    return notes
 
 
 def _compile(scratch_tree: Path, paths: list[str], python2: str | None,
@@ -411,14 +543,11 @@ def _compile(scratch_tree: Path, paths: list[str], python2: str | None,
             % (len(files), version, python)], []
 
 
-def _texts(patches: list[Patch], patches_dir: Path | None) -> dict[str, str]:
-    if patches_dir is not None:
-        return {p.name: (patches_dir / p.name).read_text(encoding="utf-8") for p in patches}
-    generated = export.generate()
-    return {p.name: generated[p.name] for p in patches}
+def _texts(patches: list[Patch], patches_dir: Path) -> dict[str, str]:
+    return {p.name: (Path(patches_dir) / p.name).read_text(encoding="utf-8") for p in patches}
 
 
-def _change(tree: Path, patches_dir: Path | None, reverse: bool,
+def _change(tree: Path, patches_dir: Path, reverse: bool,
             python2: str | None, compile_: bool) -> Outcome:
     tree = Path(tree)
     patches = load_series(patches_dir)
@@ -463,26 +592,24 @@ def _change(tree: Path, patches_dir: Path | None, reverse: bool,
         notes, errors = _compile(scratch / "tree", paths, python2, compile_)
         if errors:
             return Outcome(EXIT_COMPILE, lines + errors + ["nothing changed in %s" % tree])
-        changed = _install(tree, scratch / "tree", paths)
+        try:
+            changed = _install(tree, scratch / "tree", paths)
+        except InstallFailed as failure:
+            return Outcome(failure.status, lines + notes + failure.lines)
     if reverse:
-        pkg = tree / series.PACKAGE_DEST
-        if pkg.is_dir():
-            try:
-                pkg.rmdir()
-            except OSError:
-                lines.append("left %s: it holds files that are not the series'" % pkg)
+        lines.extend(_clean_after_revert(tree, patches))
     done = "reverted" if reverse else "applied"
     return Outcome(EXIT_OK, lines + notes + [
         "%s: %d patches, %d files changed in %s" % (done, len(patches), len(changed), tree)])
 
 
-def apply(tree: Path, patches_dir: Path | None = None, python2: str | None = None,
+def apply(tree: Path, patches_dir: Path, python2: str | None = None,
           compile_: bool = True) -> Outcome:
     """Apply the whole series, or change nothing."""
     return _change(tree, patches_dir, False, python2, compile_)
 
 
-def revert(tree: Path, patches_dir: Path | None = None, python2: str | None = None,
+def revert(tree: Path, patches_dir: Path, python2: str | None = None,
            compile_: bool = True) -> Outcome:
     """Revert the whole series, or change nothing."""
     return _change(tree, patches_dir, True, python2, compile_)

@@ -1,28 +1,29 @@
-"""Generate the patch series from ``series.py`` and the ``xend_fastmig`` package.
+"""Generate the series' package patch from the ``xend_fastmig`` package.
 
-Every ``.patch`` file and ``patches/series`` are generated: the package's
-files are carried byte for byte, the hooks come from ``series.py``.  The
-output depends on nothing but those inputs (no dates, no paths of this
-machine), so a regenerated series can be compared with the committed one.
+The export writes one file, ``series.PACKAGE_PATCH``: every
+``xend_fastmig/*.py`` added as ``tools/python/xen/xend/fastmig/<name>.py``
+(imports rewritten by ``rewrite``), and the package's line in setup.py.  The
+other patches of ``patches/series`` are hand-written; the export never
+writes them.  The output depends only on its inputs (no dates, no paths of
+this machine), and it is what ``quilt refresh -p ab --no-timestamps
+--no-index`` would write (a/ b/ names, no timestamps, no Index lines, three
+lines of context), so a refresh leaves it byte for byte as it is.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import textwrap
 from pathlib import Path
 
 from . import series
+from .rewrite import rewrite_imports
 from .unidiff import Hunk, new_file_hunk, render_file_patch
 
-__all__ = ["repo_root", "package_dir", "patches_dir", "generate", "write",
-           "drift", "SERIES_FILE", "GENERATED_RE"]
+__all__ = ["repo_root", "package_dir", "patches_dir", "carried_files", "generate",
+           "write", "drift", "tree_drift", "dep3_header", "SERIES_FILE"]
 
 SERIES_FILE = "series"
-# Names of the files the export owns in patches/ (others, such as the
-# xend-config snippet, are left alone).
-GENERATED_RE = re.compile(r"^\d{4}-[A-Za-z0-9_.-]+\.patch$")
 
 
 def repo_root() -> Path:
@@ -50,150 +51,126 @@ def patches_dir() -> Path:
 def _package_files(pkg: Path) -> list[Path]:
     nested = sorted(p for p in pkg.glob("*/**/*.py") if "__pycache__" not in p.parts)
     if nested:
-        # The series carries a flat package; a subpackage would silently
-        # be left out of the tree.
+        # The patch carries a flat package; a subpackage would silently be
+        # left out of the tree.
         raise ValueError("%s has subpackages (%s); the series carries only a "
                          "flat package" % (pkg, nested[0].relative_to(pkg)))
-    return sorted(p for p in pkg.glob("*.py") if p.is_file())
+    # Byte order, as quilt (LC_ALL=C) lists them.
+    return sorted((p for p in pkg.glob("*.py") if p.is_file()), key=lambda p: p.name.encode())
+
+
+def carried_files(pkg: Path | None = None) -> dict[str, str]:
+    """What the tree gets for each module of the package: tree path -> text."""
+    pkg = pkg or package_dir()
+    out = {}
+    for f in _package_files(pkg):
+        text = f.read_bytes().decode("utf-8")
+        if "\r" in text:
+            raise ValueError("%s has CR line ends; patch would mangle them" % f)
+        if not text:
+            raise ValueError("%s is empty: a plain unified diff cannot create "
+                             "an empty file; give it a docstring" % f)
+        out["%s/%s" % (series.PACKAGE_DEST, f.name)] = rewrite_imports(text, str(f))
+    return out
 
 
 def _wrap(paragraph: str) -> str:
     return textwrap.fill(paragraph, width=72, break_on_hyphens=False)
 
 
-def _diffstat(entries: list[tuple[str, int, int]]) -> str:
-    width = max(len(path) for path, _, _ in entries)
-    most = max(plus + minus for _, plus, minus in entries)
-    scale = min(1.0, 40.0 / most) if most else 1.0
-    out = []
-    for path, plus, minus in entries:
-        bar = "+" * max(int(plus * scale), 1 if plus else 0)
-        bar += "-" * max(int(minus * scale), 1 if minus else 0)
-        out.append(" %-*s | %4d %s" % (width, path, plus + minus, bar))
-    plus = sum(e[1] for e in entries)
-    minus = sum(e[2] for e in entries)
-    summary = " %d file%s changed, %d insertion%s(+)" % (
-        len(entries), "" if len(entries) == 1 else "s", plus, "" if plus == 1 else "s")
-    if minus:
-        summary += ", %d deletion%s(-)" % (minus, "" if minus == 1 else "s")
-    return "\n".join(out + [summary]) + "\n"
-
-
-def _header(p, stat: list[tuple[str, int, int]]) -> str:
-    parts = [p.subject, ""]
-    for para in p.why:
-        parts += [_wrap(para), ""]
-    parts += [
-        "Signed-off-by: %s" % series.AUTHOR,
-        "",
-        # DEP-3, for packagers' tools (Debian's lintian, gbp and the like).
-        "Description: %s" % p.subject,
+def dep3_header(subject: str, paragraphs: tuple[str, ...]) -> str:
+    """A patch header as the series' patches have it: DEP-3 fields, a blank
+    line, the long description, Signed-off-by, then ``---``."""
+    parts = [
+        "Description: %s" % subject,
         "Author: %s" % series.AUTHOR,
         "Origin: %s" % series.ORIGIN,
         "Forwarded: %s" % series.FORWARDED,
         "Last-Update: %s" % series.LAST_UPDATE,
-        "---",
+        "",
     ]
-    return "\n".join(parts) + "\n" + _diffstat(stat) + "\n"
+    for para in paragraphs:
+        parts += [_wrap(para), ""]
+    parts += ["Signed-off-by: %s" % series.AUTHOR, "---"]
+    return "\n".join(parts) + "\n"
 
 
-def _package_patch(p: series.PackagePatch, pkg: Path) -> str:
-    setup = p.setup
-    hunk = Hunk(setup.line, setup.line,
-                [" " + setup.before, "+" + setup.added, " " + setup.after])
-    body = [render_file_patch(series.SETUP_PY, [hunk])]
-    stat = [(series.SETUP_PY, 1, 0)]
-    for f in _package_files(pkg):
-        text = f.read_bytes().decode("utf-8")
-        if "\r" in text:
-            raise ValueError("%s has CR line ends; patch would mangle them" % f)
-        try:
-            h = new_file_hunk(text)
-        except ValueError:
-            raise ValueError("%s is empty: a plain unified diff cannot create "
-                             "an empty file; give it a docstring" % f) from None
-        dest = "%s/%s" % (series.PACKAGE_DEST, f.name)
-        body.append(render_file_patch(dest, [h], creates=True))
-        stat.append((dest, len(h.added), 0))
-    return _header(p, stat) + "".join(body)
+def _setup_hunk() -> Hunk:
+    lines = [" " + ln for ln in series.SETUP_CONTEXT_BEFORE]
+    lines += ["+" + series.SETUP_ADDED]
+    lines += [" " + ln for ln in series.SETUP_CONTEXT_AFTER]
+    return Hunk(series.SETUP_LINE, series.SETUP_LINE, lines)
 
 
-def _hook_hunk(hook: series.Hook, offset: int) -> Hunk:
-    start = hook.line - 1 + offset  # the blank line before the def
-    lines = [" "] + ["+" + ln for ln in hook.dispatcher]
-    lines += ["-" + hook.anchor, "+" + hook.renamed, " " + hook.context]
-    return Hunk(start, start, lines)
-
-
-def _hook_patch(p: series.HookPatch, offset: int) -> str:
-    hunk = _hook_hunk(p.hook, offset)
-    stat = [(p.hook.path, len(hunk.added), len(hunk.removed))]
-    return _header(p, stat) + render_file_patch(p.hook.path, [hunk])
-
-
-def _series_text() -> str:
-    lines = [
-        "# xend-fastmig: the live-migration handover for Xen 3.1's xend.",
-        "# Generated by `xend-fastmig patches export`; apply in this order",
-        "# (quilt push -a, or patch -p1 --fuzz=0 < each file).",
-    ]
-    lines += [p.filename for p in series.PATCHES]
-    return "\n".join(lines) + "\n"
+def _package_patch(pkg: Path) -> str:
+    body = [render_file_patch(series.SETUP_PY, [_setup_hunk()])]
+    for dest, text in carried_files(pkg).items():
+        body.append(render_file_patch(dest, [new_file_hunk(text)], creates=True))
+    return dep3_header(series.PACKAGE_SUBJECT, series.PACKAGE_DESCRIPTION) + "".join(body)
 
 
 def generate(pkg: Path | None = None) -> dict[str, str]:
-    """The generated files of ``patches/``: name -> text."""
-    pkg = pkg or package_dir()
-    out: dict[str, str] = {}
-    # Lines inserted above a hook by earlier patches of the series shift its
-    # hunk header, as they would in a quilt refresh.
-    inserted: dict[str, list[tuple[int, int]]] = {}
-    for p in series.PATCHES:
-        if isinstance(p, series.PackagePatch):
-            out[p.filename] = _package_patch(p, pkg)
-            continue
-        hook = p.hook
-        offset = sum(n for line, n in inserted.get(hook.path, []) if line < hook.line)
-        out[p.filename] = _hook_patch(p, offset)
-        inserted.setdefault(hook.path, []).append((hook.line, len(hook.dispatcher)))
-    out[SERIES_FILE] = _series_text()
-    return out
+    """The files of ``patches/`` the export owns: name -> text."""
+    return {series.PACKAGE_PATCH: _package_patch(pkg or package_dir())}
 
 
 def write(dest: Path | None = None, pkg: Path | None = None) -> list[str]:
-    """Write the generated files; delete generated patches no longer in the
-    series.  Never touches other files of ``dest``.  Returns what changed."""
+    """Write the generated patch into ``dest``; touches no other file.
+    Returns the names it changed."""
     dest = dest or patches_dir()
     dest.mkdir(parents=True, exist_ok=True)
-    wanted = generate(pkg)
     changed = []
-    for name, text in wanted.items():
+    for name, text in generate(pkg).items():
         path = dest / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             tmp = path.with_name("." + name + ".tmp")
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, path)
             changed.append(name)
-    for path in dest.iterdir():
-        if GENERATED_RE.match(path.name) and path.name not in wanted:
-            path.unlink()
-            changed.append(path.name + " (removed)")
     return changed
+
+
+def _series_names(dest: Path) -> list[str] | None:
+    path = dest / SERIES_FILE
+    if not path.is_file():
+        return None
+    names = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(line.split()[0])
+    return names
 
 
 def drift(dest: Path | None = None, pkg: Path | None = None) -> list[str]:
     """What differs between ``dest`` and a fresh export (empty: no drift)."""
     dest = dest or patches_dir()
-    wanted = generate(pkg)
     problems = []
-    for name, text in wanted.items():
+    for name, text in generate(pkg).items():
         path = dest / name
         if not path.exists():
             problems.append("%s is missing" % name)
         elif path.read_text(encoding="utf-8") != text:
             problems.append("%s differs from a fresh export" % name)
-    if dest.is_dir():
-        for path in sorted(dest.iterdir()):
-            if GENERATED_RE.match(path.name) and path.name not in wanted:
-                problems.append("%s is not part of the series" % path.name)
+    names = _series_names(dest)
+    if names is None:
+        problems.append("%s has no %s file" % (dest, SERIES_FILE))
+    elif series.PACKAGE_PATCH not in names:
+        problems.append("%s does not list %s" % (SERIES_FILE, series.PACKAGE_PATCH))
+    return problems
+
+
+def tree_drift(tree: Path, pkg: Path | None = None) -> list[str]:
+    """How a patched tree's ``xen/xend/fastmig`` differs from what this
+    release's package becomes there (empty: the same)."""
+    wanted = carried_files(pkg)
+    where = Path(tree) / series.PACKAGE_DEST
+    have = {"%s/%s" % (series.PACKAGE_DEST, p.name) for p in where.glob("*.py")}
+    problems = ["%s is missing from the tree" % p for p in sorted(set(wanted) - have)]
+    problems += ["%s is in the tree but not in %s/" % (p, series.PACKAGE)
+                 for p in sorted(have - set(wanted))]
+    for rel in sorted(set(wanted) & have):
+        if (Path(tree) / rel).read_bytes() != wanted[rel].encode("utf-8"):
+            problems.append("%s differs from %s/%s with its imports rewritten"
+                            % (rel, series.PACKAGE, rel.rsplit("/", 1)[1]))
     return problems

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["find_python2", "compile_files", "ENV_PYTHON2"]
+__all__ = ["find_python2", "check_python2", "compile_files", "ENV_PYTHON2"]
 
 ENV_PYTHON2 = "XEND_FASTMIG_PYTHON2"
 _PROBE_TIMEOUT = 20.0
@@ -58,8 +58,6 @@ def _pyenv_root() -> str | None:
 
 def _candidates() -> list[str]:
     found = []
-    if os.environ.get(ENV_PYTHON2):
-        found.append(os.environ[ENV_PYTHON2])
     for name in ("python2.7", "python2"):
         path = shutil.which(name)
         if path:
@@ -71,25 +69,58 @@ def _candidates() -> list[str]:
     return found
 
 
-def _version(python: str) -> str | None:
-    """"2.7" when ``python`` runs and is a Python 2, else None.  pyenv's
-    shims are on PATH even when they cannot run, so running is the test."""
+def _probe(python: str) -> tuple[str | None, str]:
+    """(version such as "2.7" or "3.11", "") when ``python`` runs, else
+    (None, why not).  pyenv's shims are on PATH even when they cannot run,
+    so running is the test."""
     try:
         out = subprocess.run(
             [python, "-c", "import sys; sys.stdout.write('%d.%d' % sys.version_info[:2])"],
             capture_output=True, text=True, timeout=_PROBE_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0 or not out.stdout.startswith("2."):
-        return None
-    return out.stdout.strip()
+    except subprocess.TimeoutExpired:
+        return None, "did not answer within %g s" % _PROBE_TIMEOUT
+    except OSError as error:
+        return None, error.strerror or str(error)
+    version = out.stdout.strip()
+    if out.returncode != 0 or not version[:1].isdigit():
+        last = (out.stderr.strip().splitlines() or ["exit status %d" % out.returncode])[-1]
+        return None, "does not run as Python (%s)" % last
+    return version, ""
+
+
+def _version(python: str) -> str | None:
+    """"2.7" when ``python`` runs and is a Python 2, else None."""
+    version, _ = _probe(python)
+    return version if version and version.startswith("2.") else None
+
+
+def check_python2(python: str) -> tuple[str, str]:
+    """(path, "2.x") for an interpreter the user named; ValueError saying
+    why when it is missing, does not run or is not Python 2."""
+    path = python if os.sep in python else shutil.which(python)
+    if not path or not os.path.exists(path):
+        raise ValueError("%s: no such file" % python)
+    if os.path.isdir(path):
+        raise ValueError("%s: a directory, not an interpreter" % python)
+    if not os.access(path, os.X_OK):
+        raise ValueError("%s: not executable" % python)
+    version, why = _probe(path)
+    if version is None:
+        raise ValueError("%s: %s" % (python, why))
+    if not version.startswith("2."):
+        raise ValueError("%s is Python %s, not Python 2 (xend runs on Python 2)"
+                         % (python, version))
+    return path, version
 
 
 def find_python2(explicit: str | None = None) -> tuple[str, str] | None:
-    """(path, "2.x") of the first Python 2 that runs, or None.
-
-    ``explicit`` is tried alone when given."""
-    for python in ([explicit] if explicit else _candidates()):
+    """(path, "2.x") of the Python 2 to compile with, or None when none is
+    found.  One the user named (``explicit``, else $XEND_FASTMIG_PYTHON2)
+    must be a Python 2: ValueError says why it is not."""
+    named = explicit or os.environ.get(ENV_PYTHON2)
+    if named:
+        return check_python2(named)
+    for python in _candidates():
         version = _version(python)
         if version:
             return python, version
