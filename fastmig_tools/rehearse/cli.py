@@ -18,8 +18,8 @@ from fastmig_tools.rehearse.report import format_point, json_document
 from fastmig_tools.rehearse.scenario import (
     BACKENDS, POLICIES, XENSTOREDS, Scenario, ScenarioError, parse_memory,
     parse_milliseconds)
-from fastmig_tools.rehearse.faults import FAULTS, FaultError, apply_fault, \
-    parse_fault
+from fastmig_tools.rehearse.faults import (
+    FAULTS, WHEN_HELP, FaultError, apply_fault, describe_faults, parse_fault)
 from fastmig_tools.rehearse.stores import StoreUnavailable
 from fastmig_tools.rehearse.sweep import (
     SWEEPABLE, Progress, parse_sweep, run_matrix)
@@ -28,7 +28,8 @@ __all__ = ["add_parser", "run", "main", "build_scenario", "DEFAULT_SLOW_WRITE_MS
 
 # The default run includes one write to slow storage, so that the table
 # shows what each policy does with a request that outlasts the image; the
-# facts file's measurements used 50-300 ms.  --slow-write 0 turns it off.
+# 2008 patch was measured against requests finishing 50-300 ms after the
+# suspend.  --slow-write 0 turns it off.
 DEFAULT_SLOW_WRITE_MS = 200.0
 
 DESCRIPTION = """\
@@ -51,7 +52,15 @@ outside the blackout), stop-and-copy 30 ms, target completeRestore +
 waitForDevices 20 ms.  Destroying a domain costs --destroy-per-gb (0.6 s/GB,
 measured on later Xen: xen-devel 2014-12 msg00649) times its memory.
 In-flight request delays: lognormal, median 5 ms, sigma 0.8, capped 50 ms.
-"""
+
+Faults: --fault NAME[@WHEN] injects one named fault; WHEN is a number
+whose meaning each fault states: @MS = %s (e.g.
+slow-write@2500), @N = %s (e.g.
+xs-eagain-read@3).  Faults without a WHEN refuse one.  --list-faults
+prints every fault, what its @WHEN means and its default.  --matrix runs
+every fault against every policy and checks the invariants of
+docs/design.md ("Invariants").
+""" % (WHEN_HELP["MS"], WHEN_HELP["N"])
 
 EPILOG = """\
 examples:
@@ -60,7 +69,9 @@ examples:
   xend-fastmig rehearse --target-fails-after-image
   xend-fastmig rehearse --sweep memory=1G,2G,4G,8G --runs 3 --plot blackout.png
   xend-fastmig rehearse --xenstored real --json > result.json
+  xend-fastmig rehearse --list-faults
   xend-fastmig rehearse --fault target-completeRestore --policies stock,fastmig
+  xend-fastmig rehearse --fault slow-write@2500
   xend-fastmig rehearse --matrix            (every fault x every policy)
   xend-fastmig rehearse --matrix --faults slow-write,hung-backend --json
 """
@@ -172,11 +183,17 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     add("--quiet", action="store_true", help="no progress bar")
     add("--verbose", action="store_true", help="show the core's log")
     add("--fault", type=_fault, metavar="NAME[@WHEN]",
-        help="inject a named fault: %s" % ", ".join(FAULTS))
+        help="inject a named fault; WHEN: @MS (a time after the suspend) "
+        "or @N (a count of xenstore requests), depending on the fault; "
+        "--list-faults shows each: %s" % ", ".join(FAULTS))
+    add("--list-faults", action="store_true",
+        help="print every fault, what its @WHEN means and its default, "
+        "and exit")
     add("--matrix", action="store_true",
         help="run every fault (or --faults) against every policy on a "
-        "small fixed scenario and check issue 5's invariants; prints the "
-        "runs and violations per cell (--runs per cell, --json)")
+        "small fixed scenario and check the invariants of docs/design.md "
+        "(\"Invariants\"); prints the runs and violations per cell "
+        "(--runs per cell, --json)")
     add("--faults", type=_faults, metavar="A,B",
         help="the faults --matrix runs (default: all)")
 
@@ -254,6 +271,9 @@ def run_matrix_command(args) -> int:
 
 
 def run(args) -> int:
+    if args.list_faults:
+        sys.stdout.write(describe_faults() + "\n")
+        return 0
     if args.matrix:
         return run_matrix_command(args)
     if args.faults:

@@ -1,5 +1,6 @@
 """``xend-fastmig rehearse --matrix``: every named fault against every
-policy, each run checked against issue 5's invariants.
+policy, each run checked against the invariants of docs/design.md
+("Invariants"; ``faults.violations``).
 
 A cell is one (fault, policy): ``V/R outcome`` says that V of its R runs
 broke at least one invariant, and how the guest ended (target = running at

@@ -4,13 +4,14 @@ The defaults and where they come from:
 
 * ``destroy_per_gb`` = 0.6 s/GB: the time ``xc.domain_destroy`` takes to
   relinquish (and scrub) a domain's memory, as measured on later Xen
-  (xen-devel, December 2014, msg00649: about ten minutes for a 1 TB guest;
-  the project's Xen 3.1 facts file, section 1).  Xen 3.1 itself was not
-  measured; its hypercall was not preemptible, so it was no faster.
+  (xen-devel, December 2014, msg00649: about ten minutes for a 1 TB
+  guest).  Xen 3.1 itself was not measured; its hypercall was not
+  preemptible, so it was no faster.
 * ``precopy_seconds`` = 1.0 s: the live memory rounds while the guest still
   runs.  A fixed, modest figure on purpose: it never counts towards the
-  blackout, and the issue asks for the rest of the migration to be a fixed
-  cost rather than a model of dirty-page rates.
+  blackout, and what the rehearsal compares is the handover after the
+  image, so the rest of the migration is a fixed cost rather than a model
+  of dirty-page rates.
 * ``last_round_seconds`` = 30 ms: the stop-and-copy round after the suspend
   (inside the blackout for every policy alike).
 * ``restore_seconds`` = 20 ms: the target's ``completeRestore`` and
