@@ -63,7 +63,7 @@ def test_help_explains_when():
     ("xs-eagain-read@1.5", "whole number"),
     ("xs-eagain-read@0", "between 1 and 1000"),
     ("xs-reset@5000", "between 0 and 1000"),
-    ("slow-write@9999999", "between 0 and 600000"),
+    ("slow-write@9999999", "between 0 and 300000"),
     ("slow-write@soon", "not a number (@MS: milliseconds"),
     ("nope", "--list-faults"),
 ])
@@ -78,3 +78,130 @@ def test_good_when_is_taken():
     assert parse_fault("xs-eagain-read@3") == ("xs-eagain-read", 3.0)
     assert parse_fault("slow-write@2500") == ("slow-write", 2500.0)
     assert parse_fault("hvm") == ("hvm", None)
+
+
+# ---------------------------------------------------------------------------
+# bounds
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["--memory", "2T"], "memory 2T is outside 16M..1T"),
+    (["--memory", "0.0001M"], "outside 16M..1T"),
+    (["--memory", "8M"], "outside 16M..1T"),
+    (["--devices", "17"], "17 is not between 1 and 16"),
+    (["--inflight", "33"], "33 is not between 0 and 32"),
+    (["--runs", "101"], "101 is not between 1 and 100"),
+    (["--runs", "two"], "'two' is not a whole number"),
+    (["--slow-write", "301s"], "301s is outside 0ms..300s"),
+    (["--precopy", "6min"], "is not a duration"),
+    (["--drain-timeout", "5ms"], "5ms is outside 10ms..300s"),
+    (["--destroy-per-gb", "11"], "11 is outside 0..10"),
+    (["--destroy-per-gb", "nan"], "outside 0..10"),
+    (["--memory", "1T", "--destroy-per-gb", "5"], "at most 3600 s"),
+    (["--sweep", "devices=1,40"], "--sweep devices: 40 is not between"),
+    (["--sweep", "memory=1G,4T"], "--sweep memory: memory 4T is outside"),
+    (["--sweep", "slow-write=1s,1h"], "is not a duration"),
+])
+def test_numbers_out_of_bounds_get_one_clear_line(argv, message, capsys):
+    from fastmig_tools.cli import main
+    with pytest.raises(SystemExit) as exc:
+        sys.exit(main(["rehearse"] + argv))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert errors == [err.strip().splitlines()[-1]]   # one line, the last
+
+
+def test_help_states_the_bounds_and_why():
+    text = " ".join(rehearse("--help", timeout=60).stdout.split())
+    assert "16M..1T" in text and "destroy time was measured" in text
+    assert "1..16: xvda..xvdp" in text
+    assert "0..32: a 3.1 blkif ring holds 32" in text
+    assert "1..100" in text
+
+
+# ---------------------------------------------------------------------------
+# progress
+# ---------------------------------------------------------------------------
+
+class _Terminal:
+    """A stderr that says it is a terminal and keeps what was drawn."""
+
+    def __init__(self, tty=True):
+        self.text = ""
+        self.tty = tty
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return self.tty
+
+
+def test_progress_ticks_while_a_step_runs():
+    import threading
+    import time
+    from fastmig_tools.rehearse.progress import Progress
+    stream = _Terminal()
+    progress = Progress(3, stream, interval=0.02)
+    progress.update("stock")
+    time.sleep(0.3)
+    ticks = stream.text.count("\r")
+    progress.close()
+    assert ticks >= 5, stream.text
+    assert "ETA ?" in stream.text          # nothing finished yet
+    assert not any(t.name == "progress-ticker"
+                   for t in threading.enumerate())
+
+
+def test_progress_eta_comes_from_the_steps_done():
+    from fastmig_tools.rehearse.progress import Progress
+    now = [100.0]
+    stream = _Terminal(tty=False)
+    progress = Progress(4, stream, clock=lambda: now[0])
+    progress.update("a")
+    now[0] = 110.0
+    progress.step("a")                     # 10 s per step so far
+    assert progress.eta_seconds() == 30.0
+    now[0] = 114.0
+    assert progress.eta_seconds() == 26.0
+    assert "1/4 10s ETA 30s  a" in stream.text
+    progress.close()
+    assert "\r" not in stream.text          # off a terminal: lines only
+
+
+def test_progress_off_a_terminal_prints_a_line_per_finished_step():
+    from fastmig_tools.rehearse.progress import Progress
+    stream = _Terminal(tty=False)
+    progress = Progress(2, stream)
+    progress.update("a")
+    progress.step("a")
+    progress.update("b")
+    progress.step("b")
+    progress.close()
+    assert stream.text.count("\n") == 2
+    assert "2/2" in stream.text.splitlines()[-1]
+    assert "ETA" not in stream.text.splitlines()[-1]
+
+
+def test_json_is_quiet_unless_progress_is_asked_for():
+    quiet = rehearse("--json", "--policies", "xen41,fastmig", *TINY)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "rehearse [" not in quiet.stderr
+    asked = rehearse("--json", "--progress", "--policies", "xen41,fastmig",
+                     *TINY)
+    assert asked.returncode == 0, asked.stderr
+    # A live line: redrawn in place (text mode turns its \r into \n).
+    assert "\x1b[K" in asked.stderr and "ETA" in asked.stderr
+    assert asked.stdout.lstrip().startswith("{")
+
+
+def test_quiet_wins_over_progress():
+    proc = rehearse("--quiet", "--progress", "--policies", "fastmig", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""

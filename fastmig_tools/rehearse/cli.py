@@ -16,8 +16,9 @@ from fastmig_tools.rehearse.plot import (
     PlotUnavailable, check_plot_target, plot_blackout)
 from fastmig_tools.rehearse.report import format_point, json_document
 from fastmig_tools.rehearse.scenario import (
-    BACKENDS, POLICIES, XENSTOREDS, Scenario, ScenarioError, parse_memory,
-    parse_milliseconds)
+    BACKENDS, LIMITS, MAX_DESTROY_SECONDS, MEMORY_LIMITS_GB, POLICIES,
+    XENSTOREDS, Scenario, ScenarioError, format_size, parse_count,
+    parse_memory, parse_milliseconds, parse_number)
 from fastmig_tools.rehearse.faults import (
     FAULTS, WHEN_HELP, FaultError, apply_fault, describe_faults, parse_fault)
 from fastmig_tools.rehearse.stores import StoreUnavailable
@@ -109,7 +110,7 @@ def _policies(text: str) -> list[str]:
     return names
 
 
-def _typed(parser, what):
+def _typed(parser):
     def convert(text):
         try:
             return parser(text)
@@ -118,47 +119,61 @@ def _typed(parser, what):
     return convert
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1, not %d" % value)
-    return value
+def _count(knob):
+    return _typed(lambda text: parse_count(text, *LIMITS[knob]))
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number" % text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("must be zero or more, not %r" % text)
-    return value
+def _number(knob):
+    return _typed(lambda text: parse_number(text, *LIMITS[knob]))
 
 
-def _seconds(text: str) -> float:
-    return parse_milliseconds(text) / 1000.0
+def _milliseconds(knob):
+    return _typed(lambda text: parse_milliseconds(text, *LIMITS[knob]))
+
+
+def _seconds(knob):
+    return _typed(lambda text: parse_milliseconds(text, *LIMITS[knob])
+                  / 1000.0)
+
+
+def _span(knob, unit=""):
+    low, high = LIMITS[knob]
+    if unit == "ms":
+        return "%s..%s" % (_duration(low), _duration(high))
+    return "%g..%g%s" % (low, high, unit)
+
+
+def _duration(ms):
+    return "%gs" % (ms / 1000.0) if ms >= 1000 else "%gms" % ms
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
+    low_gb, high_gb = MEMORY_LIMITS_GB
     add("--policies", type=_policies, default=list(POLICIES),
         metavar="A,B", help="policies to run, in this order "
         "(default: %s)" % ",".join(POLICIES))
-    add("--memory", type=_typed(parse_memory, "--memory"), default=2.0,
-        metavar="SIZE", help="guest memory, e.g. 512M, 2G (default 2G)")
-    add("--destroy-per-gb", type=_nonneg_float, default=0.6, metavar="S",
-        help="seconds xc.domain_destroy takes per GB (default 0.6)")
-    add("--devices", type=int, default=2, metavar="N",
-        help="block devices (default 2)")
-    add("--inflight", type=int, default=4, metavar="K",
-        help="requests in flight per device at the suspend (default 4)")
-    add("--slow-write", type=_typed(parse_milliseconds, "--slow-write"),
+    add("--memory", type=_typed(parse_memory), default=2.0,
+        metavar="SIZE", help="guest memory, e.g. 512M, 2G (default 2G; "
+        "%s..%s: no PV guest boots with less, and 1 TB is the largest "
+        "guest whose destroy time was measured)"
+        % (format_size(low_gb), format_size(high_gb)))
+    add("--destroy-per-gb", type=_number("destroy_per_gb"), default=0.6,
+        metavar="S", help="seconds xc.domain_destroy takes per GB "
+        "(default 0.6, as measured; %s, and one destroy at most %.0f min)"
+        % (_span("destroy_per_gb"), MAX_DESTROY_SECONDS / 60))
+    add("--devices", type=_count("devices"), default=2, metavar="N",
+        help="block devices (default 2; %s: xvda..xvdp; a guest without "
+        "disks: --fault no-devices)" % _span("devices"))
+    add("--inflight", type=_count("inflight"), default=4, metavar="K",
+        help="requests in flight per device at the suspend (default 4; "
+        "%s: a 3.1 blkif ring holds 32)" % _span("inflight"))
+    add("--slow-write", type=_milliseconds("slow_write_ms"),
         default=DEFAULT_SLOW_WRITE_MS, metavar="MS",
         help="add one in-flight write completing MS after the suspend "
-        "(default %g; 0 for none)" % DEFAULT_SLOW_WRITE_MS)
+        "(default %g; 0 for none; up to %s, a run's own deadline)"
+        % (DEFAULT_SLOW_WRITE_MS,
+           _duration(LIMITS["slow_write_ms"][1])))
     add("--backend", choices=BACKENDS, default="classic",
         help="block backend model (default classic 3.1 blkback)")
     add("--xenstored", choices=XENSTOREDS, default="embedded",
@@ -166,21 +181,28 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "(scripts/install-xenstored installs them)")
     add("--target-fails-after-image", action="store_true",
         help="the target's restore fails after the whole image was read")
-    add("--runs", type=_positive_int, default=1, metavar="N",
-        help="runs per policy and point (default 1)")
+    add("--runs", type=_count("runs"), default=1, metavar="N",
+        help="runs per policy and point (default 1; %s: more is "
+        "benchmarks/bench_policies.py's job)" % _span("runs"))
     add("--sweep", action="append", default=[], metavar="KNOB=V1,V2",
-        help="repeat over values of a knob (%s); may be given more than "
-        "once" % ", ".join(sorted(SWEEPABLE)))
-    add("--precopy", type=_typed(_seconds, "--precopy"), default=1.0,
-        metavar="MS", help="time of the live memory rounds (default 1s)")
-    add("--drain-timeout", type=_typed(_seconds, "--drain-timeout"),
+        help="repeat over values of a knob (%s; same bounds as the "
+        "option); may be given more than once" % ", ".join(sorted(SWEEPABLE)))
+    add("--precopy", type=_seconds("precopy_ms"), default=1.0,
+        metavar="MS", help="time of the live memory rounds (default 1s; "
+        "%s; outside every blackout)" % _span("precopy_ms", "ms"))
+    add("--drain-timeout", type=_seconds("drain_timeout_ms"),
         default=30.0, metavar="MS", help="fastmig's drain deadline "
-        "(default 30s)")
+        "(default 30s; %s)" % _span("drain_timeout_ms", "ms"))
     add("--seed", type=int, default=1, help="seed of the request delays")
-    add("--json", action="store_true", help="print one JSON document")
-    add("--plot", metavar="FILE", help="draw blackout against memory "
-        "(.png or .svg; needs matplotlib)")
-    add("--quiet", action="store_true", help="no progress bar")
+    add("--json", action="store_true", help="print one JSON document "
+        "(no progress unless --progress)")
+    add("--plot", metavar="FILE", help="draw the blackout against the "
+        "swept knob (memory without --sweep); .png or .svg; needs "
+        "matplotlib: pip install 'xend-fastmig[plot]'")
+    add("--quiet", action="store_true", help="no progress")
+    add("--progress", action="store_true", help="a live progress line "
+        "(ticking every second, with an ETA) even when stderr is not a "
+        "terminal, and with --json")
     add("--verbose", action="store_true", help="show the core's log")
     add("--fault", type=_fault, metavar="NAME[@WHEN]",
         help="inject a named fault; WHEN: @MS (a time after the suspend) "
@@ -209,10 +231,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def build_scenario(args) -> Scenario:
-    if not 1 <= args.devices <= 16:
-        # 0 is a fault of its own (--fault no-devices).
-        raise ScenarioError("--devices must be between 1 and 16 (a guest "
-                            "without disks: --fault no-devices)")
     scenario = Scenario(
         memory_gb=args.memory, destroy_per_gb=args.destroy_per_gb,
         devices=args.devices, inflight=args.inflight,
@@ -223,6 +241,19 @@ def build_scenario(args) -> Scenario:
         seed=args.seed)
     scenario.validate()
     return scenario
+
+
+def _progress(args, total: int) -> Progress:
+    """Progress on stderr: off under --quiet, and under --json unless
+    --progress asks for it; live (ticking) on a terminal or with
+    --progress; off a terminal, a line per finished run when there are
+    several."""
+    live = True if args.progress else None
+    enabled = not args.quiet and (args.progress or not args.json)
+    progress = Progress(total, sys.stderr, enabled=enabled, live=live)
+    if not progress.live and total < 2:
+        progress.enabled = False
+    return progress
 
 
 def _fail(message: str) -> int:
@@ -238,7 +269,7 @@ def run_matrix_command(args) -> int:
                      "or --fault with it (use --faults to choose faults)")
     faults = args.faults or list(FAULTS)
     total = args.runs * len(args.policies) * len(faults)
-    progress = Progress(total, sys.stderr, enabled=not args.quiet)
+    progress = _progress(args, total)
     quiet = None
     if args.verbose:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -298,8 +329,7 @@ def run(args) -> int:
     total = args.runs * len(args.policies)
     for _name, values in sweep:
         total *= len(values)
-    progress = Progress(total, sys.stderr, enabled=not args.quiet
-                        and total > 1)
+    progress = _progress(args, total)
     try:
         points = run_matrix(base, args.policies, sweep, args.runs, progress)
     except ScenarioError as exc:

@@ -109,6 +109,12 @@ class _Capture(logging.Handler):
         self.lines.append("%s %s" % (record.levelname, record.getMessage()))
 
 
+def _deadline(scenario):
+    """Seconds any wait of one run may take: the run's own deadline plus
+    its destroy, which stock waits for before it lets the target go."""
+    return scenario.run_timeout + scenario.destroy_seconds
+
+
 def _ms(t, origin):
     if t is None or origin is None:
         return None
@@ -211,7 +217,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
                         destroy_per_gb=scenario.destroy_per_gb,
                         restore_seconds=scenario.restore_seconds,
                         fail_after_image=scenario.target_fails_after_image,
-                        timeout=scenario.run_timeout,
+                        timeout=_deadline(scenario),
                         first_domid=next(_domids),
                         fault=faults.FAULTS[scenario.fault].target
                         if scenario.fault else None).start()
@@ -253,7 +259,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
         with faults.source_faults(scenario, dominfo):
             report = run_policy(scenario.policy, dominfo, target.port,
                                 platform, store, options,
-                                timeout=scenario.run_timeout)
+                                timeout=_deadline(scenario))
     except Exception as exc:
         error = "%s: %s" % (type(exc).__name__, exc)
     finally:
@@ -264,7 +270,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
     xs_ops = source_api.handle.count - (ops_at_image[0] if ops_at_image
                                         else source_api.handle.count)
 
-    target.wait_idle(scenario.run_timeout)
+    target.wait_idle(_deadline(scenario))
     _wait_for_landings(guest, actors, scenario)
     if source_store.embedded is not None:
         # A fault no request took must not hit the checks.
