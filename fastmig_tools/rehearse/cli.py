@@ -350,7 +350,8 @@ def run(args) -> int:
         sys.stdout.write("\n\n".join(tables) + "\n")
     if args.plot:
         try:
-            plot_blackout(points, args.policies, args.plot)
+            plot_blackout(points, args.policies, args.plot,
+                          knobs=[name for name, _ in sweep])
         except PlotUnavailable as exc:
             return _fail(str(exc))
         if not args.json:
