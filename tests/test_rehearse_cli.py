@@ -205,3 +205,51 @@ def test_quiet_wins_over_progress():
     proc = rehearse("--quiet", "--progress", "--policies", "fastmig", *TINY)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
+
+
+# ---------------------------------------------------------------------------
+# the table: how each drain was confirmed, without --verbose
+# ---------------------------------------------------------------------------
+
+def _row(out, policy):
+    header = out.splitlines()[1]
+    line = next(line for line in out.splitlines()
+                if line.startswith(policy + " "))
+    start = header.index("drain confirmed")
+    end = header.index("disk")
+    return line[start:end].strip()
+
+
+@pytest.mark.parametrize("backend, confirmed", [
+    ("classic", "backend-gone x2"),
+    ("shutdown-request", "shutdown-done x2"),
+])
+def test_table_says_how_each_drain_was_confirmed(backend, confirmed):
+    proc = rehearse("--policies", "stock,fastmig", "--backend", backend,
+                    "--quiet", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "drain confirmed" in proc.stdout.splitlines()[1]
+    assert _row(proc.stdout, "fastmig") == confirmed
+    assert _row(proc.stdout, "stock") == "not waited for"
+    assert "fast handover" not in proc.stdout + proc.stderr   # no --verbose
+
+
+def test_drain_text_for_fallbacks_and_no_disks():
+    from types import SimpleNamespace
+    from fastmig_tools.rehearse.report import drain_text
+
+    def result(path, confirmations, devices=2, policy="fastmig"):
+        return SimpleNamespace(policy=policy, handover_path=path,
+                               drain_confirmations=confirmations,
+                               scenario={"devices": devices})
+    gone = ["vbd/51712", "backend-gone", 1.0]
+    done = ["vbd/51728", "shutdown-done", 2.0]
+    assert drain_text(result("fast", [gone, done])) == (
+        "backend-gone, shutdown-done")
+    assert drain_text(result("stock-order", [])) == (
+        "stock order, none confirmed")
+    assert drain_text(result("stock-order", [gone, gone])) == (
+        "stock order, backend-gone x2")
+    assert drain_text(result("fast", [], devices=0)) == "no block devices"
+    assert drain_text(result(None, [])) == "-"
+    assert drain_text(result(None, [], policy="xen41")) == "not waited for"

@@ -44,9 +44,13 @@ Columns: blackout = guest suspended at the source -> running again
 target released (its EOF gate opened); after write = target released
 minus the last in-flight write landing (negative: released while the
 source still had guest writes outstanding); xs ops = xenstore requests of
-the source's xend after the image was sent; disk = every block holds the
-guest's newest data, or CORRUPT; guest = running at the target / resumed
-at the source / lost / running twice.
+the source's xend after the image was sent; drain confirmed = how the
+source learnt that each block backend drained (backend-gone: its
+directory removed by the hotplug cleanup; shutdown-done; "stock order"
+after a fallback; the other policies wait for no confirmation); disk =
+every block holds the guest's newest data, or CORRUPT; guest = running at
+the target / resumed at the source / lost / running twice.  --verbose
+adds the core's log (fastmig's one-line handover summary).
 
 Fixed costs (stated, not measured): live memory rounds --precopy (1 s,
 outside the blackout), stop-and-copy 30 ms, target completeRestore +

@@ -85,6 +85,12 @@ class RunResult:
     target_sent_err: bool = False
     leftovers: list = dataclasses.field(default_factory=list)
     violations: list = dataclasses.field(default_factory=list)
+    # How the source learnt that each block backend drained: the core's
+    # [(device, "backend-gone" | "shutdown-done", seconds)] (fastmig only:
+    # the other policies wait for no confirmation), and the core's path
+    # ("fast", "stock-order"; None without a report).
+    drain_confirmations: list = dataclasses.field(default_factory=list)
+    handover_path: str | None = None
 
     @property
     def disk_verdict(self) -> str:
@@ -401,6 +407,11 @@ def _result(scenario, guest, platform, target, dominfo, actors, verdict,
         resumed_ms=_ms(resumed, suspend),
         source_done_ms=_ms(source_done, suspend),
         handover=report.summary() if report is not None else None,
+        drain_confirmations=[
+            [device, how, seconds * 1000.0]
+            for device, how, seconds in (report.devices if report is not None
+                                         else [])],
+        handover_path=report.path if report is not None else None,
         error=error,
         target_error=run.error if run is not None else None,
         core_log=[],
