@@ -148,10 +148,12 @@ def plot_blackout(points, policies, path: str, title: str = "",
                      % label.split(" (")[0])
     ax.set_ylabel("blackout (ms, log scale)")
     ax.set_yscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: "%g" % v)
-    ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
-    ax.tick_params(axis="y", which="minor", labelsize="x-small")
+    # Ticks at 1, 2 and 5 of every decade, written as plain numbers.
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(
+        base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _pos: "%g" % v))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.grid(True, which="both", alpha=0.3)
     if len(series) > 4:
         # Many lines: the legend beside the axes, never on a point.
