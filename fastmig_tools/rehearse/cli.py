@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 
 from fastmig_tools.rehearse.plot import (
     PlotUnavailable, check_plot_target, plot_blackout)
@@ -57,15 +58,16 @@ outside the blackout), stop-and-copy 30 ms, target completeRestore +
 waitForDevices 20 ms.  Destroying a domain costs --destroy-per-gb (0.6 s/GB,
 measured on later Xen: xen-devel 2014-12 msg00649) times its memory.
 In-flight request delays: lognormal, median 5 ms, sigma 0.8, capped 50 ms.
+"""
 
-Faults: --fault NAME[@WHEN] injects one named fault; WHEN is a number
-whose meaning each fault states: @MS = %s (e.g.
-slow-write@2500), @N = %s (e.g.
-xs-eagain-read@3).  Faults without a WHEN refuse one.  --list-faults
-prints every fault, what its @WHEN means and its default.  --matrix runs
-every fault against every policy and checks the invariants of
-docs/design.md ("Invariants").
-""" % (WHEN_HELP["MS"], WHEN_HELP["N"])
+DESCRIPTION += "\n" + textwrap.fill(
+    "Faults: --fault NAME[@WHEN] injects one named fault; WHEN is a number "
+    "whose meaning each fault states: @MS = %s (e.g. slow-write@2500), "
+    "@N = %s (e.g. xs-eagain-read@3).  Faults without a WHEN refuse one.  "
+    "--list-faults prints every fault, what its @WHEN means and its "
+    "default.  --matrix runs every fault against every policy and checks "
+    "the invariants of docs/design.md (\"Invariants\")."
+    % (WHEN_HELP["MS"], WHEN_HELP["N"]), width=72) + "\n"
 
 EPILOG = """\
 examples:
