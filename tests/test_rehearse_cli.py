@@ -253,3 +253,15 @@ def test_drain_text_for_fallbacks_and_no_disks():
     assert drain_text(result("fast", [], devices=0)) == "no block devices"
     assert drain_text(result(None, [])) == "-"
     assert drain_text(result(None, [], policy="xen41")) == "not waited for"
+
+
+def test_list_faults_as_json():
+    import json
+    proc = rehearse("--list-faults", "--json", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert list(doc) == list(FAULTS)
+    assert doc["xs-reset"]["when"] == {
+        "unit": "N", "means": "how many more requests go through before "
+        "the reset", "default": "0", "range": [0, 1000]}
+    assert doc["hvm"]["when"] is None

@@ -21,7 +21,8 @@ from fastmig_tools.rehearse.scenario import (
     XENSTOREDS, Scenario, ScenarioError, format_size, parse_count,
     parse_memory, parse_milliseconds, parse_number)
 from fastmig_tools.rehearse.faults import (
-    FAULTS, WHEN_HELP, FaultError, apply_fault, describe_faults, parse_fault)
+    FAULTS, WHEN_HELP, FaultError, apply_fault, describe_faults, faults_json,
+    parse_fault)
 from fastmig_tools.rehearse.stores import StoreUnavailable
 from fastmig_tools.rehearse.sweep import (
     SWEEPABLE, Progress, parse_sweep, run_matrix)
@@ -216,7 +217,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "--list-faults shows each: %s" % ", ".join(FAULTS))
     add("--list-faults", action="store_true",
         help="print every fault, what its @WHEN means and its default, "
-        "and exit")
+        "and exit (with --json: as JSON)")
     add("--matrix", action="store_true",
         help="run every fault (or --faults) against every policy on a "
         "small fixed scenario and check the invariants of docs/design.md "
@@ -309,7 +310,11 @@ def run_matrix_command(args) -> int:
 
 def run(args) -> int:
     if args.list_faults:
-        sys.stdout.write(describe_faults() + "\n")
+        if args.json:
+            json.dump(faults_json(), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(describe_faults() + "\n")
         return 0
     if args.matrix:
         return run_matrix_command(args)

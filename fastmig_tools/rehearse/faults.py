@@ -40,7 +40,8 @@ import threading
 
 __all__ = ["FaultSpec", "FAULTS", "parse_fault", "apply_fault",
            "arm_store_fault", "source_faults", "violations", "FaultError",
-           "HANDOVER_SLACK", "describe_faults", "WHEN_HELP", "WHEN_LIMITS"]
+           "HANDOVER_SLACK", "describe_faults", "faults_json", "WHEN_HELP",
+           "WHEN_LIMITS"]
 
 # Scheduling noise allowed on top of a run's own deadlines (seconds).
 HANDOVER_SLACK = 2.0
@@ -229,6 +230,24 @@ def _default_text(spec) -> str:
     if spec.when_unit == "MS":
         return "%g ms" % spec.when_default
     return "%g" % spec.when_default
+
+
+def when_json(spec) -> dict | None:
+    """A fault's @WHEN as plain data (None: it takes none)."""
+    if spec.when_unit is None:
+        return None
+    return {"unit": spec.when_unit, "means": spec.when_help,
+            "default": _default_text(spec),
+            "range": list(WHEN_LIMITS[spec.when_unit])}
+
+
+def faults_json() -> dict:
+    """Every fault as plain data (``--list-faults --json``)."""
+    return {name: {"help": spec.help, "when": when_json(spec),
+                   "undetectable": spec.undetectable,
+                   "embedded_only": spec.embedded_only,
+                   "stock_loses": spec.stock_loses}
+            for name, spec in FAULTS.items()}
 
 
 def describe_faults() -> str:

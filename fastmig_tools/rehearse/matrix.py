@@ -14,7 +14,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 
-from fastmig_tools.rehearse.faults import FAULTS, FaultError, apply_fault
+from fastmig_tools.rehearse.faults import (
+    FAULTS, FaultError, apply_fault, faults_json)
 from fastmig_tools.rehearse.runner import (AT_TARGET, LOST, RESUMED, TWICE,
                                            run_once)
 from fastmig_tools.rehearse.scenario import POLICIES, Scenario
@@ -179,10 +180,7 @@ def matrix_json(cells, policies, runs, base_knobs) -> dict:
         "scenario": base_knobs,
         "runs_per_cell": runs,
         "policies": list(policies),
-        "faults": {name: {"help": spec.help,
-                          "undetectable": spec.undetectable,
-                          "stock_loses": spec.stock_loses}
-                   for name, spec in FAULTS.items()
+        "faults": {name: entry for name, entry in faults_json().items()
                    if any(f == name for f, _ in cells)},
         "cells": [cell.to_json() for cell in cells.values()],
         "totals": _totals(cells, policies),
