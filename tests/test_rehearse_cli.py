@@ -265,3 +265,16 @@ def test_list_faults_as_json():
         "unit": "N", "means": "how many more requests go through before "
         "the reset", "default": "0", "range": [0, 1000]}
     assert doc["hvm"]["when"] is None
+
+
+def test_a_destroy_longer_than_the_run_deadline_still_completes():
+    # The run's deadline grows with its destroy: a 1 TB guest at 0.6 s/GB
+    # (614 s) under the default 300 s deadline, scaled down 300x.
+    from fastmig_tools.rehearse.runner import AT_TARGET, run_once
+    from fastmig_tools.rehearse.scenario import Scenario
+    result = run_once(Scenario(policy="stock", memory_gb=1.0,
+                               destroy_per_gb=2.0, run_timeout=1.0,
+                               precopy_seconds=0.01, inflight=1,
+                               drain_timeout=1.0, verdict_timeout=2.0))
+    assert result.outcome == AT_TARGET, (result.error, result.target_error)
+    assert result.blackout_ms > 2000
