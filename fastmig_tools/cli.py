@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from fastmig_tools import __version__
+
 __all__ = ["main", "build_parser"]
 
 # (module, required): a subcommand whose module is missing is left out,
@@ -23,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xend-fastmig",
         description="Fast, safe live migration for Xen 3.1's xend: tools.")
+    parser.add_argument("--version", action="version",
+                        version="%(prog)s " + __version__)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name, required in _SUBCOMMANDS:

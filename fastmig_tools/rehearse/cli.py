@@ -11,15 +11,18 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 
 from fastmig_tools.rehearse.plot import (
     PlotUnavailable, check_plot_target, plot_blackout)
 from fastmig_tools.rehearse.report import format_point, json_document
 from fastmig_tools.rehearse.scenario import (
-    BACKENDS, POLICIES, XENSTOREDS, Scenario, ScenarioError, parse_memory,
-    parse_milliseconds)
-from fastmig_tools.rehearse.faults import FAULTS, FaultError, apply_fault, \
-    parse_fault
+    BACKENDS, LIMITS, MAX_DESTROY_SECONDS, MEMORY_LIMITS_GB, POLICIES,
+    XENSTOREDS, Scenario, ScenarioError, format_size, parse_count,
+    parse_memory, parse_milliseconds, parse_number)
+from fastmig_tools.rehearse.faults import (
+    FAULTS, WHEN_HELP, FaultError, apply_fault, describe_faults, faults_json,
+    parse_fault)
 from fastmig_tools.rehearse.stores import StoreUnavailable
 from fastmig_tools.rehearse.sweep import (
     SWEEPABLE, Progress, parse_sweep, run_matrix)
@@ -28,7 +31,8 @@ __all__ = ["add_parser", "run", "main", "build_scenario", "DEFAULT_SLOW_WRITE_MS
 
 # The default run includes one write to slow storage, so that the table
 # shows what each policy does with a request that outlasts the image; the
-# facts file's measurements used 50-300 ms.  --slow-write 0 turns it off.
+# 2008 patch was measured against requests finishing 50-300 ms after the
+# suspend.  --slow-write 0 turns it off.
 DEFAULT_SLOW_WRITE_MS = 200.0
 
 DESCRIPTION = """\
@@ -42,9 +46,13 @@ Columns: blackout = guest suspended at the source -> running again
 target released (its EOF gate opened); after write = target released
 minus the last in-flight write landing (negative: released while the
 source still had guest writes outstanding); xs ops = xenstore requests of
-the source's xend after the image was sent; disk = every block holds the
-guest's newest data, or CORRUPT; guest = running at the target / resumed
-at the source / lost / running twice.
+the source's xend after the image was sent; drain confirmed = how the
+source learnt that each block backend drained (backend-gone: its
+directory removed by the hotplug cleanup; shutdown-done; "stock order"
+after a fallback; the other policies wait for no confirmation); disk =
+every block holds the guest's newest data, or CORRUPT; guest = running at
+the target / resumed at the source / lost / running twice.  --verbose
+adds the core's log (fastmig's one-line handover summary).
 
 Fixed costs (stated, not measured): live memory rounds --precopy (1 s,
 outside the blackout), stop-and-copy 30 ms, target completeRestore +
@@ -53,6 +61,15 @@ measured on later Xen: xen-devel 2014-12 msg00649) times its memory.
 In-flight request delays: lognormal, median 5 ms, sigma 0.8, capped 50 ms.
 """
 
+DESCRIPTION += "\n" + textwrap.fill(
+    "Faults: --fault NAME[@WHEN] injects one named fault; WHEN is a number "
+    "whose meaning each fault states: @MS = %s (e.g. slow-write@2500), "
+    "@N = %s (e.g. xs-eagain-read@3).  Faults without a WHEN refuse one.  "
+    "--list-faults prints every fault, what its @WHEN means and its "
+    "default.  --matrix runs every fault against every policy and checks "
+    "the invariants of docs/design.md (\"Invariants\")."
+    % (WHEN_HELP["MS"], WHEN_HELP["N"]), width=72) + "\n"
+
 EPILOG = """\
 examples:
   xend-fastmig rehearse
@@ -60,7 +77,9 @@ examples:
   xend-fastmig rehearse --target-fails-after-image
   xend-fastmig rehearse --sweep memory=1G,2G,4G,8G --runs 3 --plot blackout.png
   xend-fastmig rehearse --xenstored real --json > result.json
+  xend-fastmig rehearse --list-faults
   xend-fastmig rehearse --fault target-completeRestore --policies stock,fastmig
+  xend-fastmig rehearse --fault slow-write@2500
   xend-fastmig rehearse --matrix            (every fault x every policy)
   xend-fastmig rehearse --matrix --faults slow-write,hung-backend --json
 """
@@ -98,7 +117,7 @@ def _policies(text: str) -> list[str]:
     return names
 
 
-def _typed(parser, what):
+def _typed(parser):
     def convert(text):
         try:
             return parser(text)
@@ -107,47 +126,61 @@ def _typed(parser, what):
     return convert
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1, not %d" % value)
-    return value
+def _count(knob):
+    return _typed(lambda text: parse_count(text, *LIMITS[knob]))
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number" % text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("must be zero or more, not %r" % text)
-    return value
+def _number(knob):
+    return _typed(lambda text: parse_number(text, *LIMITS[knob]))
 
 
-def _seconds(text: str) -> float:
-    return parse_milliseconds(text) / 1000.0
+def _milliseconds(knob):
+    return _typed(lambda text: parse_milliseconds(text, *LIMITS[knob]))
+
+
+def _seconds(knob):
+    return _typed(lambda text: parse_milliseconds(text, *LIMITS[knob])
+                  / 1000.0)
+
+
+def _span(knob, unit=""):
+    low, high = LIMITS[knob]
+    if unit == "ms":
+        return "%s..%s" % (_duration(low), _duration(high))
+    return "%g..%g%s" % (low, high, unit)
+
+
+def _duration(ms):
+    return "%gs" % (ms / 1000.0) if ms >= 1000 else "%gms" % ms
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
+    low_gb, high_gb = MEMORY_LIMITS_GB
     add("--policies", type=_policies, default=list(POLICIES),
         metavar="A,B", help="policies to run, in this order "
         "(default: %s)" % ",".join(POLICIES))
-    add("--memory", type=_typed(parse_memory, "--memory"), default=2.0,
-        metavar="SIZE", help="guest memory, e.g. 512M, 2G (default 2G)")
-    add("--destroy-per-gb", type=_nonneg_float, default=0.6, metavar="S",
-        help="seconds xc.domain_destroy takes per GB (default 0.6)")
-    add("--devices", type=int, default=2, metavar="N",
-        help="block devices (default 2)")
-    add("--inflight", type=int, default=4, metavar="K",
-        help="requests in flight per device at the suspend (default 4)")
-    add("--slow-write", type=_typed(parse_milliseconds, "--slow-write"),
+    add("--memory", type=_typed(parse_memory), default=2.0,
+        metavar="SIZE", help="guest memory, e.g. 512M, 2G (default 2G; "
+        "%s..%s: no PV guest boots with less, and 1 TB is the largest "
+        "guest whose destroy time was measured)"
+        % (format_size(low_gb), format_size(high_gb)))
+    add("--destroy-per-gb", type=_number("destroy_per_gb"), default=0.6,
+        metavar="S", help="seconds xc.domain_destroy takes per GB "
+        "(default 0.6, as measured; %s, and one destroy at most %.0f min)"
+        % (_span("destroy_per_gb"), MAX_DESTROY_SECONDS / 60))
+    add("--devices", type=_count("devices"), default=2, metavar="N",
+        help="block devices (default 2; %s: xvda..xvdp; a guest without "
+        "disks: --fault no-devices)" % _span("devices"))
+    add("--inflight", type=_count("inflight"), default=4, metavar="K",
+        help="requests in flight per device at the suspend (default 4; "
+        "%s: a 3.1 blkif ring holds 32)" % _span("inflight"))
+    add("--slow-write", type=_milliseconds("slow_write_ms"),
         default=DEFAULT_SLOW_WRITE_MS, metavar="MS",
         help="add one in-flight write completing MS after the suspend "
-        "(default %g; 0 for none)" % DEFAULT_SLOW_WRITE_MS)
+        "(default %g; 0 for none; up to %s, a run's own deadline)"
+        % (DEFAULT_SLOW_WRITE_MS,
+           _duration(LIMITS["slow_write_ms"][1])))
     add("--backend", choices=BACKENDS, default="classic",
         help="block backend model (default classic 3.1 blkback)")
     add("--xenstored", choices=XENSTOREDS, default="embedded",
@@ -155,28 +188,41 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "(scripts/install-xenstored installs them)")
     add("--target-fails-after-image", action="store_true",
         help="the target's restore fails after the whole image was read")
-    add("--runs", type=_positive_int, default=1, metavar="N",
-        help="runs per policy and point (default 1)")
+    add("--runs", type=_count("runs"), default=1, metavar="N",
+        help="runs per policy and point (default 1; %s: more is "
+        "benchmarks/bench_policies.py's job)" % _span("runs"))
     add("--sweep", action="append", default=[], metavar="KNOB=V1,V2",
-        help="repeat over values of a knob (%s); may be given more than "
-        "once" % ", ".join(sorted(SWEEPABLE)))
-    add("--precopy", type=_typed(_seconds, "--precopy"), default=1.0,
-        metavar="MS", help="time of the live memory rounds (default 1s)")
-    add("--drain-timeout", type=_typed(_seconds, "--drain-timeout"),
+        help="repeat over values of a knob (%s; same bounds as the "
+        "option); may be given more than once" % ", ".join(sorted(SWEEPABLE)))
+    add("--precopy", type=_seconds("precopy_ms"), default=1.0,
+        metavar="MS", help="time of the live memory rounds (default 1s; "
+        "%s; outside every blackout)" % _span("precopy_ms", "ms"))
+    add("--drain-timeout", type=_seconds("drain_timeout_ms"),
         default=30.0, metavar="MS", help="fastmig's drain deadline "
-        "(default 30s)")
+        "(default 30s; %s)" % _span("drain_timeout_ms", "ms"))
     add("--seed", type=int, default=1, help="seed of the request delays")
-    add("--json", action="store_true", help="print one JSON document")
-    add("--plot", metavar="FILE", help="draw blackout against memory "
-        "(.png or .svg; needs matplotlib)")
-    add("--quiet", action="store_true", help="no progress bar")
+    add("--json", action="store_true", help="print one JSON document "
+        "(no progress unless --progress)")
+    add("--plot", metavar="FILE", help="draw the blackout against the "
+        "swept knob (memory without --sweep); .png or .svg; needs "
+        "matplotlib: pip install 'xend-fastmig[plot]'")
+    add("--quiet", action="store_true", help="no progress")
+    add("--progress", action="store_true", help="a live progress line "
+        "(ticking every second, with an ETA) even when stderr is not a "
+        "terminal, and with --json")
     add("--verbose", action="store_true", help="show the core's log")
     add("--fault", type=_fault, metavar="NAME[@WHEN]",
-        help="inject a named fault: %s" % ", ".join(FAULTS))
+        help="inject a named fault; WHEN: @MS (a time after the suspend) "
+        "or @N (a count of xenstore requests), depending on the fault; "
+        "--list-faults shows each: %s" % ", ".join(FAULTS))
+    add("--list-faults", action="store_true",
+        help="print every fault, what its @WHEN means and its default, "
+        "and exit (with --json: as JSON)")
     add("--matrix", action="store_true",
         help="run every fault (or --faults) against every policy on a "
-        "small fixed scenario and check issue 5's invariants; prints the "
-        "runs and violations per cell (--runs per cell, --json)")
+        "small fixed scenario and check the invariants of docs/design.md "
+        "(\"Invariants\"); prints the runs and violations per cell "
+        "(--runs per cell, --json)")
     add("--faults", type=_faults, metavar="A,B",
         help="the faults --matrix runs (default: all)")
 
@@ -192,10 +238,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def build_scenario(args) -> Scenario:
-    if not 1 <= args.devices <= 16:
-        # 0 is a fault of its own (--fault no-devices).
-        raise ScenarioError("--devices must be between 1 and 16 (a guest "
-                            "without disks: --fault no-devices)")
     scenario = Scenario(
         memory_gb=args.memory, destroy_per_gb=args.destroy_per_gb,
         devices=args.devices, inflight=args.inflight,
@@ -206,6 +248,19 @@ def build_scenario(args) -> Scenario:
         seed=args.seed)
     scenario.validate()
     return scenario
+
+
+def _progress(args, total: int) -> Progress:
+    """Progress on stderr: off under --quiet, and under --json unless
+    --progress asks for it; live (ticking) on a terminal or with
+    --progress; off a terminal, a line per finished run when there are
+    several."""
+    live = True if args.progress else None
+    enabled = not args.quiet and (args.progress or not args.json)
+    progress = Progress(total, sys.stderr, enabled=enabled, live=live)
+    if not progress.live and total < 2:
+        progress.enabled = False
+    return progress
 
 
 def _fail(message: str) -> int:
@@ -221,7 +276,7 @@ def run_matrix_command(args) -> int:
                      "or --fault with it (use --faults to choose faults)")
     faults = args.faults or list(FAULTS)
     total = args.runs * len(args.policies) * len(faults)
-    progress = Progress(total, sys.stderr, enabled=not args.quiet)
+    progress = _progress(args, total)
     quiet = None
     if args.verbose:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -254,6 +309,13 @@ def run_matrix_command(args) -> int:
 
 
 def run(args) -> int:
+    if args.list_faults:
+        if args.json:
+            json.dump(faults_json(), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(describe_faults() + "\n")
+        return 0
     if args.matrix:
         return run_matrix_command(args)
     if args.faults:
@@ -278,8 +340,7 @@ def run(args) -> int:
     total = args.runs * len(args.policies)
     for _name, values in sweep:
         total *= len(values)
-    progress = Progress(total, sys.stderr, enabled=not args.quiet
-                        and total > 1)
+    progress = _progress(args, total)
     try:
         points = run_matrix(base, args.policies, sweep, args.runs, progress)
     except ScenarioError as exc:
@@ -300,7 +361,8 @@ def run(args) -> int:
         sys.stdout.write("\n\n".join(tables) + "\n")
     if args.plot:
         try:
-            plot_blackout(points, args.policies, args.plot)
+            plot_blackout(points, args.policies, args.plot,
+                          knobs=[name for name, _ in sweep])
         except PlotUnavailable as exc:
             return _fail(str(exc))
         if not args.json:

@@ -7,11 +7,13 @@ up, resets, answers garbage or nothing), the source's xenstore (EAGAIN /
 EACCES on reads, writes or commits, a reset of xend's connection) right
 after the image is sent, or the source's handover itself (an exception
 inside one of its steps; fastmig only, the other policies have no such
-steps).  ``@when`` is a number whose meaning each fault states (how many
-requests fail, how late a write lands).
+steps).  ``@WHEN`` is a number whose meaning each fault states: ``@MS``
+how many milliseconds after the suspend a write lands, ``@N`` how many
+xenstore requests fail (or go through before a reset); faults without one
+refuse it.  ``describe_faults()`` is what ``--list-faults`` prints.
 
-``violations(result)`` lists what a ``RunResult`` broke of issue 5's
-invariants, whatever the policy:
+``violations(result)`` lists what a ``RunResult`` broke of the invariants
+(docs/design.md, "Invariants"), whatever the policy:
 
 * never two running copies;
 * the guest is lost only where stock 3.1 would lose it too (the fault
@@ -38,10 +40,21 @@ import threading
 
 __all__ = ["FaultSpec", "FAULTS", "parse_fault", "apply_fault",
            "arm_store_fault", "source_faults", "violations", "FaultError",
-           "HANDOVER_SLACK"]
+           "HANDOVER_SLACK", "describe_faults", "faults_json", "WHEN_HELP",
+           "WHEN_LIMITS"]
 
 # Scheduling noise allowed on top of a run's own deadlines (seconds).
 HANDOVER_SLACK = 2.0
+
+# What ``@WHEN`` means, per unit, for --help and --list-faults.
+WHEN_HELP = {
+    "MS": "milliseconds after the guest's suspend",
+    "N": "a count of the source xend's xenstore requests",
+}
+# Bounds of @WHEN per unit: a write up to 5 minutes late (a run's own
+# deadline; past the drain's 30 s and the verdict's 120 s), and up to
+# 1000 requests (a whole handover makes well under 100).
+WHEN_LIMITS = {"MS": (0.0, 300000.0), "N": (0, 1000)}
 
 
 class FaultError(ValueError):
@@ -57,6 +70,10 @@ class FaultSpec:
     knobs: tuple = ()
     when_knob: str | None = None
     when_default: float | None = None
+    # "MS" or "N" (see WHEN_HELP) when the fault takes @WHEN, and what it
+    # then means for this fault.
+    when_unit: str | None = None
+    when_help: str = ""
     # The target's restore: (step, action); see target.TargetHost.
     target: tuple | None = None
     # The source's xenstore after the image: (op, errno) or ("reset", 0).
@@ -79,35 +96,46 @@ def _f(name, help, **kw):
 
 _FAULT_LIST = [
     _f("none", "no fault: the baseline"),
-    _f("slow-write", "one in-flight write lands @MS after the suspend "
-       "(default 600 ms: after the source copy's destruction)",
-       when_knob="slow_write_ms", when_default=600.0),
+    _f("slow-write", "one more in-flight write, landing late",
+       when_knob="slow_write_ms", when_default=600.0, when_unit="MS",
+       when_help="when the write lands; the default is after the source "
+       "copy's destruction"),
     _f("hung-backend", "block backends that never drain (hung storage)",
        knobs=(("backend", "hung"),)),
-    _f("late-drain", "a write that lands after the drain timeout, @MS "
-       "(default 1.5 x the drain timeout)", when_knob="slow_write_ms"),
+    _f("late-drain", "a write that lands after the drain timeout",
+       when_knob="slow_write_ms", when_unit="MS",
+       when_help="when the write lands"),
     _f("remove-before-drain", "a buggy kernel: the hotplug cleanup removes "
-       "the backend directory before the drain (cannot be detected)",
+       "the backend directory before the drain",
        knobs=(("backend", "buggy"), ("slow_write_ms", 300.0)),
        undetectable=True),
     _f("shutdown-request", "backends speaking shutdown-request/-done",
        knobs=(("backend", "shutdown-request"), ("slow_write_ms", 300.0))),
-    _f("xs-eagain-read", "@N reads of the source's xenstore fail with "
+    _f("xs-eagain-read", "reads of the source's xenstore fail with "
        "EAGAIN after the image is sent", store=("read", errno.EAGAIN),
-       when_default=1, embedded_only=True),
-    _f("xs-eacces-read", "@N reads fail with EACCES",
-       store=("read", errno.EACCES), when_default=1, embedded_only=True),
-    _f("xs-eagain-write", "@N writes fail with EAGAIN",
-       store=("write", errno.EAGAIN), when_default=1, embedded_only=True),
-    _f("xs-eacces-write", "@N writes fail with EACCES",
-       store=("write", errno.EACCES), when_default=1, embedded_only=True),
-    _f("xs-eagain-commit", "@N transaction commits conflict (EAGAIN)",
-       store=("commit", errno.EAGAIN), when_default=3, embedded_only=True),
-    _f("xs-eacces-commit", "@N transaction commits fail with EACCES",
-       store=("commit", errno.EACCES), when_default=1, embedded_only=True),
-    _f("xs-reset", "xend's xenstore connection is reset after @N more "
-       "requests", store=("reset", 0), when_default=0, embedded_only=True,
-       excuses=("left behind",)),
+       when_default=1, embedded_only=True, when_unit="N",
+       when_help="how many reads fail"),
+    _f("xs-eacces-read", "reads fail with EACCES after the image is sent",
+       store=("read", errno.EACCES), when_default=1, embedded_only=True,
+       when_unit="N", when_help="how many reads fail"),
+    _f("xs-eagain-write", "writes fail with EAGAIN after the image is sent",
+       store=("write", errno.EAGAIN), when_default=1, embedded_only=True,
+       when_unit="N", when_help="how many writes fail"),
+    _f("xs-eacces-write", "writes fail with EACCES after the image is sent",
+       store=("write", errno.EACCES), when_default=1, embedded_only=True,
+       when_unit="N", when_help="how many writes fail"),
+    _f("xs-eagain-commit", "transaction commits conflict (EAGAIN) after "
+       "the image is sent", store=("commit", errno.EAGAIN),
+       when_default=3, embedded_only=True, when_unit="N",
+       when_help="how many commits conflict"),
+    _f("xs-eacces-commit", "transaction commits fail with EACCES after "
+       "the image is sent", store=("commit", errno.EACCES),
+       when_default=1, embedded_only=True, when_unit="N",
+       when_help="how many commits fail"),
+    _f("xs-reset", "xend's xenstore connection is reset after the image "
+       "is sent", store=("reset", 0), when_default=0, embedded_only=True,
+       excuses=("left behind",), when_unit="N",
+       when_help="how many more requests go through before the reset"),
     _f("target-stream", "the target fails while reading the stream "
        "(after the image, before EOF) and says (err ...)",
        target=("stream", "err"), stock_loses=True),
@@ -164,22 +192,90 @@ FAULTS = {spec.name: spec for spec in _FAULT_LIST}
 
 def parse_fault(text: str) -> tuple[str, float | None]:
     """``"xs-eagain-read@3"`` → ("xs-eagain-read", 3.0); FaultError if
-    unknown."""
+    the name is unknown or its @WHEN is not one it takes."""
     name, sep, when = str(text).partition("@")
     name = name.strip()
     if name not in FAULTS:
-        raise FaultError("unknown fault %r (one of: %s)"
-                         % (name, ", ".join(FAULTS)))
+        raise FaultError("unknown fault %r (one of: %s; --list-faults "
+                         "describes them)" % (name, ", ".join(FAULTS)))
+    spec = FAULTS[name]
     value = None
     if sep:
+        if spec.when_unit is None:
+            raise FaultError("--fault %s takes no @WHEN (--list-faults "
+                             "shows which faults do)" % name)
+        low, high = WHEN_LIMITS[spec.when_unit]
+        if spec.store is not None and spec.store[0] != "reset":
+            low = 1             # a fault that fails no request is "none"
         try:
             value = float(when)
         except ValueError:
-            raise FaultError("--fault %s@%s: %r is not a number"
-                             % (name, when, when)) from None
-        if value < 0:
-            raise FaultError("--fault %s: @when must be zero or more" % name)
+            raise FaultError("--fault %s@%s: %r is not a number (@%s: %s)"
+                             % (name, when, when, spec.when_unit,
+                                WHEN_HELP[spec.when_unit])) from None
+        if spec.when_unit == "N" and value != int(value):
+            raise FaultError("--fault %s@%s: @N is a whole number"
+                             % (name, when))
+        if not low <= value <= high:
+            raise FaultError("--fault %s@%s: @%s must be between %g and %g"
+                             % (name, when, spec.when_unit, low, high))
     return name, value
+
+
+def _default_text(spec) -> str:
+    if spec.name == "late-drain":
+        return "1.5 x --drain-timeout"
+    if spec.when_default is None:
+        return "-"
+    if spec.when_unit == "MS":
+        return "%g ms" % spec.when_default
+    return "%g" % spec.when_default
+
+
+def when_json(spec) -> dict | None:
+    """A fault's @WHEN as plain data (None: it takes none)."""
+    if spec.when_unit is None:
+        return None
+    return {"unit": spec.when_unit, "means": spec.when_help,
+            "default": _default_text(spec),
+            "range": list(WHEN_LIMITS[spec.when_unit])}
+
+
+def faults_json() -> dict:
+    """Every fault as plain data (``--list-faults --json``)."""
+    return {name: {"help": spec.help, "when": when_json(spec),
+                   "undetectable": spec.undetectable,
+                   "embedded_only": spec.embedded_only,
+                   "stock_loses": spec.stock_loses}
+            for name, spec in FAULTS.items()}
+
+
+def describe_faults() -> str:
+    """Every fault, what its @WHEN means and its default (--list-faults)."""
+    rows = [("fault", "@WHEN", "default", "what")]
+    for spec in FAULTS.values():
+        what = spec.help
+        if spec.undetectable:
+            what += " [undetectable]"
+        if spec.embedded_only:
+            what += " [embedded xenstore only]"
+        if spec.when_unit is not None:
+            rows.append((spec.name, "@" + spec.when_unit,
+                         _default_text(spec), what))
+            rows.append(("", "", "", "@%s: %s" % (spec.when_unit,
+                                                   spec.when_help)))
+        else:
+            rows.append((spec.name, "-", "-", what))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(widths[i]) if i < 3 else cell
+                       for i, cell in enumerate(row)).rstrip()
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths) + "  ----")
+    lines.append("")
+    lines.append("@WHEN units: " + "; ".join(
+        "@%s = %s" % (unit, text) for unit, text in WHEN_HELP.items()))
+    lines.append("Example: --fault xs-eagain-read@3, --fault slow-write@2500")
+    return "\n".join(lines)
 
 
 def apply_fault(scenario, name: str | None, when: float | None = None):
@@ -312,7 +408,8 @@ def source_faults(scenario, dominfo):
 # ---------------------------------------------------------------------------
 
 def violations(result) -> list[str]:
-    """Every invariant of issue 5 that ``result`` (a RunResult) broke."""
+    """Every invariant (docs/design.md, "Invariants") that ``result`` (a
+    RunResult) broke."""
     from fastmig_tools.rehearse.runner import LOST, TWICE
     scenario = result.scenario
     spec = FAULTS.get(scenario.get("fault") or "none", FAULTS["none"])

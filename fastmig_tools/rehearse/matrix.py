@@ -1,5 +1,6 @@
 """``xend-fastmig rehearse --matrix``: every named fault against every
-policy, each run checked against issue 5's invariants.
+policy, each run checked against the invariants of docs/design.md
+("Invariants"; ``faults.violations``).
 
 A cell is one (fault, policy): ``V/R outcome`` says that V of its R runs
 broke at least one invariant, and how the guest ended (target = running at
@@ -13,7 +14,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 
-from fastmig_tools.rehearse.faults import FAULTS, FaultError, apply_fault
+from fastmig_tools.rehearse.faults import (
+    FAULTS, FaultError, apply_fault, faults_json)
 from fastmig_tools.rehearse.runner import (AT_TARGET, LOST, RESUMED, TWICE,
                                            run_once)
 from fastmig_tools.rehearse.scenario import POLICIES, Scenario
@@ -178,10 +180,7 @@ def matrix_json(cells, policies, runs, base_knobs) -> dict:
         "scenario": base_knobs,
         "runs_per_cell": runs,
         "policies": list(policies),
-        "faults": {name: {"help": spec.help,
-                          "undetectable": spec.undetectable,
-                          "stock_loses": spec.stock_loses}
-                   for name, spec in FAULTS.items()
+        "faults": {name: entry for name, entry in faults_json().items()
                    if any(f == name for f, _ in cells)},
         "cells": [cell.to_json() for cell in cells.values()],
         "totals": _totals(cells, policies),

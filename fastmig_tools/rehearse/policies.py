@@ -41,7 +41,8 @@ def stock_tail(sock, dominfo, store):
 
 
 def patch2008_tail(sock, dominfo, store, sleep=time.sleep):
-    """The 2008 xen-devel patch as posted (facts file, section 3).
+    """The 2008 xen-devel patch as posted (why deleting the backend
+    directory loses the drain signal: docs/design.md, "Steps", step b).
 
     ``_releaseDevices(force=True)`` makes ``DevController.destroyDevice``
     delete each device's backend directory from xend (throwing away the

@@ -15,6 +15,7 @@ COLUMNS = (
     ("gate", "gate"),
     ("after write", "release after last write"),
     ("xs ops", "xenstore ops"),
+    ("drain confirmed", "how the source learnt the backends drained"),
     ("disk", "disk"),
     ("guest", "guest outcome"),
 )
@@ -42,6 +43,7 @@ def summarize(results) -> dict:
         "stale_blocks": sum(len(r.stale_blocks) for r in results),
         "outcomes": dict(outcomes),
         "errors": [r.error for r in results if r.error],
+        "drain": _drain(results),
     }
 
 
@@ -67,6 +69,32 @@ def _count_cell(stats, runs) -> str:
     if runs == 1 or stats["n"] == 1:
         return "%d" % stats["median"]
     return "%g (%d..%d)" % (stats["median"], stats["min"], stats["max"])
+
+
+def drain_text(result) -> str:
+    """How one run's source learnt that the block backends drained."""
+    if result.policy != "fastmig":
+        return "not waited for"
+    if result.handover_path is None:
+        return "-"                    # no handover (the run failed before)
+    hows = collections.Counter(how for _dev, how, _ms
+                               in result.drain_confirmations)
+    confirmed = ", ".join("%s x%d" % (how, count) if count > 1 else how
+                          for how, count in sorted(hows.items()))
+    if result.handover_path == "fast":
+        if not hows:
+            return "no block devices" if not result.scenario.get(
+                "devices") else "-"
+        return confirmed
+    return "stock order, " + (confirmed or "none confirmed")
+
+
+def _drain(results) -> str:
+    texts = collections.Counter(drain_text(r) for r in results)
+    if len(texts) == 1:
+        return next(iter(texts))
+    return ", ".join("%s (%d/%d)" % (text, count, len(results))
+                     for text, count in texts.most_common())
 
 
 def _disk(summary) -> str:
@@ -113,6 +141,7 @@ def format_point(scenario, by_policy, runs: int) -> str:
             _cell(summary["gate_ms"], runs),
             _cell(summary["release_after_last_write_ms"], runs, signed=True),
             _count_cell(summary["xs_ops"], runs),
+            summary["drain"],
             _disk(summary),
             _outcome(summary),
         ])

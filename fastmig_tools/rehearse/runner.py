@@ -85,6 +85,12 @@ class RunResult:
     target_sent_err: bool = False
     leftovers: list = dataclasses.field(default_factory=list)
     violations: list = dataclasses.field(default_factory=list)
+    # How the source learnt that each block backend drained: the core's
+    # [(device, "backend-gone" | "shutdown-done", seconds)] (fastmig only:
+    # the other policies wait for no confirmation), and the core's path
+    # ("fast", "stock-order"; None without a report).
+    drain_confirmations: list = dataclasses.field(default_factory=list)
+    handover_path: str | None = None
 
     @property
     def disk_verdict(self) -> str:
@@ -107,6 +113,12 @@ class _Capture(logging.Handler):
 
     def emit(self, record):
         self.lines.append("%s %s" % (record.levelname, record.getMessage()))
+
+
+def _deadline(scenario):
+    """Seconds any wait of one run may take: the run's own deadline plus
+    its destroy, which stock waits for before it lets the target go."""
+    return scenario.run_timeout + scenario.destroy_seconds
 
 
 def _ms(t, origin):
@@ -211,7 +223,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
                         destroy_per_gb=scenario.destroy_per_gb,
                         restore_seconds=scenario.restore_seconds,
                         fail_after_image=scenario.target_fails_after_image,
-                        timeout=scenario.run_timeout,
+                        timeout=_deadline(scenario),
                         first_domid=next(_domids),
                         fault=faults.FAULTS[scenario.fault].target
                         if scenario.fault else None).start()
@@ -253,7 +265,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
         with faults.source_faults(scenario, dominfo):
             report = run_policy(scenario.policy, dominfo, target.port,
                                 platform, store, options,
-                                timeout=scenario.run_timeout)
+                                timeout=_deadline(scenario))
     except Exception as exc:
         error = "%s: %s" % (type(exc).__name__, exc)
     finally:
@@ -264,7 +276,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
     xs_ops = source_api.handle.count - (ops_at_image[0] if ops_at_image
                                         else source_api.handle.count)
 
-    target.wait_idle(scenario.run_timeout)
+    target.wait_idle(_deadline(scenario))
     _wait_for_landings(guest, actors, scenario)
     if source_store.embedded is not None:
         # A fault no request took must not hit the checks.
@@ -395,6 +407,11 @@ def _result(scenario, guest, platform, target, dominfo, actors, verdict,
         resumed_ms=_ms(resumed, suspend),
         source_done_ms=_ms(source_done, suspend),
         handover=report.summary() if report is not None else None,
+        drain_confirmations=[
+            [device, how, seconds * 1000.0]
+            for device, how, seconds in (report.devices if report is not None
+                                         else [])],
+        handover_path=report.path if report is not None else None,
         error=error,
         target_error=run.error if run is not None else None,
         core_log=[],

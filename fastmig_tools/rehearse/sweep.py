@@ -1,13 +1,14 @@
-"""Several runs and sweeps of the rehearsal, with a progress bar."""
+"""Several runs and sweeps of the rehearsal, with a progress bar
+(``progress.Progress``, importable from here too)."""
 from __future__ import annotations
 
 import itertools
-import sys
-import time
 
+from fastmig_tools.rehearse.progress import Progress
 from fastmig_tools.rehearse.runner import run_once
 from fastmig_tools.rehearse.scenario import (
-    BACKENDS, Scenario, ScenarioError, parse_memory, parse_milliseconds)
+    BACKENDS, LIMITS, Scenario, ScenarioError, parse_count, parse_memory,
+    parse_milliseconds, parse_number)
 from fastmig_tools.rehearse.stores import open_host_stores
 
 __all__ = ["SWEEPABLE", "parse_sweep", "sweep_points", "run_matrix",
@@ -15,31 +16,20 @@ __all__ = ["SWEEPABLE", "parse_sweep", "sweep_points", "run_matrix",
 
 
 def _slow(text):
-    ms = parse_milliseconds(text)
+    ms = parse_milliseconds(text, *LIMITS["slow_write_ms"])
     return ms if ms > 0 else None
 
 
-def _int(low, high):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise ScenarioError("%r is not a whole number" % text) from None
-        if not low <= value <= high:
-            raise ScenarioError("%d is not between %d and %d"
-                                % (value, low, high))
-        return value
-    return parse
+def _count(knob):
+    return lambda text: parse_count(text, *LIMITS[knob])
 
 
-def _float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise ScenarioError("%r is not a number" % text) from None
-    if value < 0:
-        raise ScenarioError("%r must be zero or more" % text)
-    return value
+def _number(knob):
+    return lambda text: parse_number(text, *LIMITS[knob])
+
+
+def _ms(knob):
+    return lambda text: parse_milliseconds(text, *LIMITS[knob])
 
 
 def _backend(text):
@@ -52,12 +42,12 @@ def _backend(text):
 # knob name on the command line → (Scenario field, parser)
 SWEEPABLE = {
     "memory": ("memory_gb", parse_memory),
-    "destroy-per-gb": ("destroy_per_gb", _float),
-    "devices": ("devices", _int(1, 16)),
-    "inflight": ("inflight", _int(0, 32)),
+    "destroy-per-gb": ("destroy_per_gb", _number("destroy_per_gb")),
+    "devices": ("devices", _count("devices")),
+    "inflight": ("inflight", _count("inflight")),
     "slow-write": ("slow_write_ms", _slow),
     "backend": ("backend", _backend),
-    "delay-median": ("delay_median_ms", parse_milliseconds),
+    "delay-median": ("delay_median_ms", _ms("delay_median_ms")),
 }
 
 
@@ -71,7 +61,10 @@ def parse_sweep(spec: str) -> tuple[str, list]:
         raise ScenarioError("cannot sweep %r; sweepable knobs: %s"
                             % (name, ", ".join(sorted(SWEEPABLE))))
     parser = SWEEPABLE[name][1]
-    parsed = [parser(v.strip()) for v in values.split(",") if v.strip()]
+    try:
+        parsed = [parser(v.strip()) for v in values.split(",") if v.strip()]
+    except ScenarioError as exc:
+        raise ScenarioError("--sweep %s: %s" % (name, exc)) from None
     if not parsed:
         raise ScenarioError("--sweep %s has no values" % name)
     return name, parsed
@@ -88,44 +81,6 @@ def sweep_points(base: Scenario, sweep: list[tuple[str, list]]):
         scenario.validate()
         points.append((changes, scenario))
     return points
-
-
-class Progress:
-    """A one-line progress bar on ``stream`` (stderr); silent if disabled."""
-
-    def __init__(self, total: int, stream=None, enabled: bool = True,
-                 width: int = 30):
-        self.total = total
-        self.done = 0
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled and total > 0
-        self.width = width
-        self.started = time.monotonic()
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-
-    def update(self, label: str, final: bool = False) -> None:
-        """Redraw the bar; off a terminal only completed steps are shown,
-        one line each."""
-        if not self.enabled or (not self.tty and not final):
-            return
-        filled = int(self.width * self.done / self.total)
-        bar = "#" * filled + "." * (self.width - filled)
-        line = "rehearse [%s] %d/%d %5.1fs %s" % (
-            bar, self.done, self.total, time.monotonic() - self.started, label)
-        if self.tty:
-            self.stream.write("\r\x1b[K" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        self.update(label, final=True)
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def run_matrix(base: Scenario, policies, sweep, runs: int,

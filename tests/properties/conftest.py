@@ -4,8 +4,8 @@
 
 * ``ci`` (default): a bounded subset, the whole folder in well under three
   minutes on two cores;
-* ``full``: 1000 examples per property (the issue's "at least 1000
-  randomized runs");
+* ``full``: 1000 examples per property (what README's "Randomized
+  schedules" figure reports);
 * ``FASTMIG_PROPERTY_RUNS=N`` overrides the number of examples of either.
 
 Every run of the handover is counted; the summary line at the end says how

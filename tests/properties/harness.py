@@ -9,7 +9,8 @@ is a model of a 3.1 target's ``restore``.  It runs the REAL
 ``xend_fastmig.checkpoint.save`` (which runs the real ``Handover``) with a
 ``FakePlatform`` in place of ``xc_save``, injects the drawn faults, tears
 everything down and returns an ``Outcome``.  ``violations(outcome)`` lists
-every broken invariant of issue 5 (an empty list: the run was safe).
+every broken invariant of docs/design.md, "Invariants" (an empty
+list: the run was safe).
 
 What the target does is modelled on 3.1's ``XendCheckpoint.restore`` and
 relocation server: it reads the image, blocks until end-of-stream, runs
@@ -738,7 +739,8 @@ def stock_would_lose(out: Outcome) -> bool:
 
 
 def violations(out: Outcome) -> list[str]:
-    """Every invariant of issue 5 this run broke (empty when safe)."""
+    """Every invariant (docs/design.md, "Invariants") this run broke
+    (empty when safe)."""
     found = list(out.problems)
     s = out.schedule
     target = out.target

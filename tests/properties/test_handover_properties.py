@@ -1,4 +1,5 @@
-"""Random schedules against the real handover: issue 5's invariants.
+"""Random schedules against the real handover: the invariants of
+docs/design.md ("Invariants").
 
 Each example runs ``xend_fastmig.checkpoint.save`` (and so the real
 ``Handover``) against an embedded xenstore, modelled 3.1 block backends and
