@@ -3,7 +3,7 @@ patches them (``patches/0004-*``, ``patches/0005-*``).
 
 The rehearsal and the property tests run the real handover
 (``xend_fastmig.handover``) from here, called where and as the patched
-xend calls it: ``begin`` before the signature, ``suspended`` once xc_save
+xend calls it: ``begin`` right before save's ``try``, ``suspended`` once xc_save
 was told ``done``, ``run`` in place of "destroy, then wait", ``failed`` in
 place of save's ``resumeDomain``, ``finish`` at the end.  The hypervisor
 side (xc_save, the device model) is the platform's; the domain object is
@@ -60,16 +60,17 @@ def save(fd, dominfo, network, live, dst, checkpoint=False, sock=None, *,
     given, receives the handover, so a caller can read its report even
     when ``finish`` raises ``MigrationFailed``.
     """
+    _write(fd, SIGNATURE)
+    config = platform.config_string(dominfo).encode("utf-8")
+    domain_name = dominfo.getName()
+    dominfo.setName("migrating-" + domain_name)
+    # Right before the try, as in the hunk: failed() and finish() end it.
     handover = None
     if env.options.enabled:
         handover = begin(dominfo, sock, checkpoint, env=Environment(
             env.store, _HandoverPlatform(dominfo), env.options, env.log))
         if handover is not None and handovers is not None:
             handovers.append(handover)
-    _write(fd, SIGNATURE)
-    config = platform.config_string(dominfo).encode("utf-8")
-    domain_name = dominfo.getName()
-    dominfo.setName("migrating-" + domain_name)
     try:
         dominfo.migrateDevices(network, dst, DEV_MIGRATE_STEP1, domain_name)
         _write(fd, struct.pack("!i", len(config)) + config)
