@@ -23,7 +23,7 @@ import threading
 
 from xend_fastmig.blockdevs import BLOCK_CLASSES, BlockDevice, \
      capture_block_devices
-from xend_fastmig.clock import monotonic, now
+from xend_fastmig.clock import Deadline, now
 from xend_fastmig.compat import select_readable
 from xend_fastmig.errors import DrainTimeout
 from xend_fastmig.store import backend_root
@@ -125,10 +125,12 @@ class DrainWaiter:
     waits past its deadline (plus one store round trip).
     """
 
-    def __init__(self, store, devices, timeout):
+    def __init__(self, store, devices, timeout, clock=None):
         self.store = store
         self.devices = list(devices)
         self.timeout = timeout
+        # The raw clock, for tests that simulate its wrap (see clock.py).
+        self.clock = clock
 
     def confirmation(self, device):
         """How ``device`` has confirmed its drain, or None if it has not."""
@@ -141,8 +143,9 @@ class DrainWaiter:
         return None
 
     def wait(self):
+        deadline = Deadline(self.timeout, self.clock)
+        # For the log only: a jump of the wall clock mislabels one line.
         started = now()
-        deadline = monotonic() + self.timeout
         pending = list(self.devices)
         confirmed = []
         if not pending:
@@ -167,11 +170,10 @@ class DrainWaiter:
                 pending = still
                 if not pending:
                     return confirmed
-                remaining = deadline - monotonic()
-                if remaining <= 0:
+                if deadline.expired():
                     raise DrainTimeout([d.name() for d in pending],
                                        self.timeout)
-                changed = wakeup.wait(min(remaining, recheck))
+                changed = wakeup.wait(deadline.sleep_for(recheck))
                 if watches and changed:
                     # Only the backends whose watch fired can have changed.
                     to_check = [d for d in pending if d.backend in changed]

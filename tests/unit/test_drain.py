@@ -129,3 +129,24 @@ def test_io_done_mode_raises_on_timeout(store):
     write_pv_domain(store, 7)
     with pytest.raises(DrainTimeout):
         tdc(FakeDomInfo(store), store, io_done=True, timeout=0.1)
+
+
+def test_a_drain_wait_across_the_clock_wrap_ends(store):
+    """Regression (defect 9): with os.times()'s clock_t wrapping during the
+    wait, the old deadline arithmetic never timed out."""
+    from tests.unit.clocks import SteppedClock
+    devices = devices_of(store)
+    clock = SteppedClock(2 ** 31 / 100.0 - 0.2, 0.15, wrap=True)
+    result = []
+
+    def wait():
+        try:
+            DrainWaiter(store, devices, 0.5, clock=clock).wait()
+        except DrainTimeout:
+            result.append("timeout")
+    thread = threading.Thread(target=wait)
+    thread.daemon = True
+    thread.start()
+    thread.join(5)
+    assert result == ["timeout"]
+    assert clock.reading > 2 ** 31 / 100.0
