@@ -261,7 +261,7 @@ class Handover:
         What else the target sent is added to what the verdict will read.
         """
         try:
-            self._early = self._early + peek_for_failure(self.sock)
+            self._early = peek_for_failure(self.sock, self._early)
         except TargetFailed:
             return sys.exc_info()[1]
         return None

@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from tests.unit.clocks import SteppedClock
 from xend_fastmig.errors import TargetFailed
 from xend_fastmig.verdict import (ERR, MAX_REPLY_BYTES, OK, UNKNOWN,
                                   parse_verdict, peek_for_failure,
@@ -132,3 +133,78 @@ def test_read_reply_returns_the_first_sexp(socketpair):
     source, target = socketpair
     target.sendall(b"(ready receive)\n(ok)")
     assert read_reply(source, 5) == ("(ready receive)", "")
+
+
+def _tcp_pair():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    source = socket.create_connection(listener.getsockname())
+    target = listener.accept()[0]
+    listener.close()
+    return source, target
+
+
+def _wait_readable(sock):
+    import select
+    assert select.select([sock], [], [], 5)[0]
+
+
+@pytest.mark.parametrize("transport", ["socketpair", "tcp"])
+def test_an_error_split_over_two_peeks_is_seen(transport):
+    """Regression (defect 3): each peek parsed only its own bytes."""
+    if transport == "tcp":
+        source, target = _tcp_pair()
+    else:
+        source, target = socket.socketpair()
+    try:
+        target.sendall(b"(err (type ")
+        _wait_readable(source)
+        seen = peek_for_failure(source)
+        assert seen == "(err (type "
+        target.sendall(b"\"<class 'XendError'>\") (value 'no ( memory'))\n")
+        _wait_readable(source)
+        with pytest.raises(TargetFailed) as info:
+            peek_for_failure(source, seen)
+        assert "no ( memory" in str(info.value)
+    finally:
+        source.close()
+        target.close()
+
+
+def test_peek_returns_what_has_accumulated(socketpair):
+    source, target = socketpair
+    assert peek_for_failure(source, "(o") == "(o"
+    target.sendall(b"k)")
+    _wait_readable(source)
+    assert peek_for_failure(source, "(o") == "(ok)"
+
+
+def test_an_error_after_other_data_is_seen(socketpair):
+    source, target = socketpair
+    target.sendall(b"(hello) (err (value 'x'))")
+    _wait_readable(source)
+    with pytest.raises(TargetFailed):
+        peek_for_failure(source)
+
+
+def test_a_repr_quoted_error_verdict_is_read_as_an_error(socketpair):
+    """Regression (defect 4): as 3.1's sxp.show writes it."""
+    source, target = socketpair
+    target.sendall(b"(err (type \"<class 'xen.xend.XendError.XendError'>\")"
+                   b" (value 'Restore failed: \" unbalanced ('))\n")
+    verdict = read_verdict(source, 5)
+    assert verdict.kind == ERR
+    assert "unbalanced (" in verdict.text
+
+
+def test_a_verdict_wait_across_the_clock_wrap_ends(socketpair):
+    """Regression (defect 9): 2**31 ticks after boot the clock_t of
+    os.times() jumps to -2**31; a deadline computed before never came."""
+    source, target = socketpair
+    clock = SteppedClock((2 ** 31 - 50) / 100.0, 0.4, wrap=True)
+    started = time.time()
+    verdict = read_verdict(source, 1.0, clock=clock)
+    assert verdict.kind == UNKNOWN
+    assert "no reply within" in verdict.reason
+    assert time.time() - started < 3.0
