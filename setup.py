@@ -22,6 +22,8 @@ setup(
         "test": [
             "pytest>=7",
             "pytest-mock>=3",
+            # Every test has a timeout (pytest.ini).
+            "pytest-timeout>=2",
             "hypothesis>=6",
             "vermin>=1.5",
             # So that the rehearsal's --plot is tested, not skipped.
