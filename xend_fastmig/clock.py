@@ -47,13 +47,16 @@ def _python2_monotonic():
         return None
 
 
-# getattr, not a plain attribute: the name must not trip 2.4 checkers.
-monotonic = getattr(time, "monotonic", None)
-if monotonic is None:
-    monotonic = _python2_monotonic
-    now = time.time
-else:
-    now = monotonic
+def _clocks(time_module):
+    """``(monotonic, now)`` for the Python that has ``time_module``."""
+    # getattr, not a plain attribute: the name must not trip 2.4 checkers.
+    found = getattr(time_module, "monotonic", None)
+    if found is None:
+        return _python2_monotonic, time_module.time
+    return found, found
+
+
+monotonic, now = _clocks(time)
 
 # The raw clock deadlines read; tests replace it to simulate a wrap or a
 # jump.  It may return None when it cannot be read.
@@ -78,9 +81,7 @@ class Stopwatch:
             step = reading - self.last
             # Also false for a NaN step: counted as no time.
             if step > 0:
-                if step > MAX_STEP:
-                    step = MAX_STEP
-                self.total = self.total + step
+                self.total = self.total + min(step, MAX_STEP)
         self.last = reading
         return self.total
 
@@ -97,10 +98,7 @@ class Deadline:
 
     def remaining(self):
         """Seconds left (never negative); reads the clock."""
-        left = self.seconds - self.watch.elapsed()
-        if left > 0:
-            return left
-        return 0.0
+        return max(0.0, self.seconds - self.watch.elapsed())
 
     def expired(self):
         return self.remaining() <= 0
@@ -108,8 +106,4 @@ class Deadline:
     def sleep_for(self, cap=SLICE):
         """How long the caller may sleep before reading the clock again:
         what remains, at most ``cap`` and at most SLICE."""
-        longest = min(cap, SLICE)
-        left = self.remaining()
-        if left < longest:
-            return left
-        return longest
+        return min(cap, SLICE, self.remaining())

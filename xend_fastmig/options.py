@@ -76,8 +76,7 @@ _FALSE_WORDS = ("no", "n", "false", "0", "off")
 def _parse_bool(name, value, default):
     if value is None:
         return default
-    if value is True or value is False:
-        return value
+    # str(True) is "True": booleans from a getter read as words too.
     word = str(value).strip().lower()
     if word in _TRUE_WORDS:
         return True
@@ -125,12 +124,12 @@ def _parse_seconds(name, value, default, lowest, highest):
 def _parse_port(name, value, default):
     if value is None:
         return default
-    port = None
-    if value is not True and value is not False:
-        try:
-            port = int(str(value).strip())
-        except (TypeError, ValueError, OverflowError):
-            port = None
+    try:
+        # Through str: int(True) and int(80.5) would pass, "True" and
+        # "80.5" do not.
+        port = int(str(value).strip())
+    except (TypeError, ValueError, OverflowError):
+        port = None
     if port is None:
         log.warning("fastmig: option %s has value %r, not a port; using %s",
                     name, value, default)

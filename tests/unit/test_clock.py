@@ -83,9 +83,37 @@ def test_a_deadline_never_reports_negative_time():
 
 def test_sleeps_are_sliced_so_a_wrap_costs_at_most_one_slice():
     deadline = Deadline(100.0, SteppedClock(0.0, 0.0))
-    assert deadline.sleep_for() == SLICE
+    assert SLICE == 1.0
+    assert deadline.sleep_for() == 1.0
     assert deadline.sleep_for(0.02) == 0.02
-    assert deadline.sleep_for(30.0) == SLICE
+    assert deadline.sleep_for(30.0) == 1.0
+    assert Deadline(0.25, SteppedClock(0.0, 0.0)).sleep_for() == 0.25
+
+
+def test_a_step_forward_counts_at_most_five_seconds():
+    assert MAX_STEP == 5.0
+    watch = Stopwatch(SteppedClock(0.0, 5.5))
+    assert watch.elapsed() == 5.0
+    watch = Stopwatch(SteppedClock(0.0, 4.5))
+    assert watch.elapsed() == 4.5
+
+
+def test_python3_deadlines_read_time_monotonic():
+    import time
+    if getattr(time, "monotonic", None) is None:
+        pytest.skip("Python 2: see the next test")
+    assert clock_module.monotonic is time.monotonic
+    assert clock_module.now is time.monotonic
+    assert clock_module.source is time.monotonic
+
+
+def test_python2_deadlines_read_os_times():
+    class Python2Time(object):
+        def time(self):
+            return 42.0
+    monotonic, now = clock_module._clocks(Python2Time())
+    assert monotonic is clock_module._python2_monotonic
+    assert now() == 42.0
 
 
 def test_the_default_source_is_read_at_each_deadline(monkeypatch):

@@ -184,3 +184,62 @@ def test_a_failing_getter_never_raises(mocker, xend_log):
     assert opts.drain_timeout == 30.0
     assert opts.verdict_timeout == 150.0
     assert "could not read" in xend_log.text
+
+
+@pytest.mark.parametrize("word,expected", [
+    ("yes", True), ("y", True), ("true", True), ("1", True), ("on", True),
+    (" YES ", True), ("True", True), (True, True),
+    ("no", False), ("n", False), ("false", False), ("0", False),
+    ("off", False), ("Off", False), (False, False)])
+def test_every_yes_and_no_word(xend_log, word, expected):
+    opts = FastMigrationOptions.from_xoptions(Config(xend_fast_migration=word))
+    assert opts.enabled is expected
+    assert fastmig_warnings(xend_log) == []
+
+
+@pytest.mark.parametrize("value,why", [
+    ("soon", "not a number of seconds"), (False, "not a number of seconds"),
+    (True, "not a number of seconds"), ([], "not a number of seconds"),
+    ("inf", "not a finite number of seconds"),
+    (float("-inf"), "not a finite number of seconds"),
+    ("nan", "not a finite number of seconds"),
+    ("1e10", "outside 0.1..300.0 seconds"), ("0", "outside 0.1..300.0 seconds"),
+])
+def test_each_rejection_says_why(xend_log, value, why):
+    FastMigrationOptions.from_xoptions(Config(**{DRAIN: value}))
+    assert [r.getMessage() for r in fastmig_warnings(xend_log)] == [
+        "fastmig: option xend-fast-migration-drain-timeout has value %r, "
+        "%s; using 30.0" % (value, why)]
+
+
+@pytest.mark.parametrize("value,why", [
+    ("maybe", "xend-fast-migration has value 'maybe', not yes or no; "
+              "using True"),
+    ("http", "xend-relocation-port has value 'http', not a port; "
+             "using 8002"),
+    ("0", "xend-relocation-port out of range: '0'; using 8002"),
+])
+def test_other_rejections_say_why(xend_log, value, why):
+    name = "xend_fast_migration"
+    if "port" in why:
+        name = "xend_relocation_port"
+    FastMigrationOptions.from_xoptions(Config(**{name: value}))
+    assert [r.getMessage() for r in fastmig_warnings(xend_log)] == [
+        "fastmig: option " + why]
+
+
+def test_an_unreadable_option_is_named_with_its_error(mocker, xend_log):
+    broken = mocker.Mock(spec=["get_config_string"])
+    broken.get_config_string.side_effect = RuntimeError("sxp broken")
+    FastMigrationOptions.from_xoptions(broken)
+    assert ("fastmig: could not read option xend-fast-migration: "
+            "sxp broken") in [r.getMessage() for r in xend_log.records]
+
+
+def test_constructor_defaults_and_repr():
+    opts = FastMigrationOptions()
+    assert (opts.enabled, opts.drain_timeout, opts.verdict_timeout,
+            opts.relocation_port) == (True, 30.0, 120.0, 8002)
+    assert repr(opts) == ("FastMigrationOptions(enabled=True, "
+                          "drain_timeout=30.0, verdict_timeout=120.0, "
+                          "relocation_port=8002)")

@@ -47,7 +47,8 @@ def xend(mocker, tmp_path):
         handler("suspend", ToChild())
 
     xc = mocker.Mock()
-    options = mocker.Mock()
+    # spec: a bare Mock would offer every getter from_xoptions looks for.
+    options = mocker.Mock(spec=["get_config_string"])
     options.get_config_string.side_effect = \
         lambda name, default=None: {"xend-fast-migration": "no"}.get(name,
                                                                      default)
