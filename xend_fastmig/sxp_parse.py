@@ -62,7 +62,7 @@ class _OwnParser:
         text = self.text
         stack = []
         index = start
-        while 1:
+        while True:
             if index >= len(text):
                 raise _Incomplete()
             char = text[index]
@@ -71,7 +71,7 @@ class _OwnParser:
                 continue
             if char == _COMMENT:
                 newline = text.find("\n", index)
-                if newline < 0:
+                if newline == -1:
                     raise _Incomplete()
                 index = newline + 1
                 continue
@@ -86,7 +86,8 @@ class _OwnParser:
                 index = index + 1
             elif char in _QUOTES:
                 value, index = self._string(index)
-            elif char == "\x04" or char not in string.printable:
+            elif char not in string.printable:
+                # Including 3.1's end of text, ^D: no value after all.
                 raise Malformed("invalid character: code %d" % ord(char))
             else:
                 value, index = self._atom(index)
@@ -96,7 +97,10 @@ class _OwnParser:
 
     def _atom(self, index):
         text = self.text
-        end = index
+        # The first character is the atom's even when it is a separator
+        # (3.1 starts an atom at any printable character): else a lone
+        # "{" would never be consumed.
+        end = index + 1
         while end < len(text) and text[end] not in _ATOM_END:
             end = end + 1
         if end >= len(text):
@@ -109,7 +113,7 @@ class _OwnParser:
         quote = text[index]
         index = index + 1
         pieces = []
-        while 1:
+        while True:
             if index >= len(text):
                 raise _Incomplete()
             char = text[index]
