@@ -78,16 +78,24 @@ def scratch_copy(where):
         shutil.copy2(source, target)
 
 
-def runner(module, property_runs):
+def write_runner(where, module, property_runs):
+    """The test command of ``module`` as a script in the scratch copy
+    (mutmut runs its runner without a shell); returns mutmut's runner."""
     units = " ".join("tests/unit/%s.py" % name
                      for name in UNIT_TESTS[module])
-    command = ("%s -m pytest -x -q -p no:cacheprovider --timeout=60 %s"
-               % (sys.executable, units))
+    # timeout(1) as well as pytest-timeout: a mutant may hang where a
+    # signal cannot reach (a child process, a C call).
+    lines = ["set -e",
+             "timeout -k 5 300 %s -m pytest -x -q -p no:cacheprovider "
+             "--timeout=20 %s" % (sys.executable, units)]
     if property_runs and module in WITH_PROPERTIES:
-        command += (" && FASTMIG_PROPERTY_RUNS=%d %s -m pytest -x -q "
-                    "-p no:cacheprovider --timeout=300 tests/properties"
-                    % (property_runs, sys.executable))
-    return command
+        lines.append("FASTMIG_PROPERTY_RUNS=%d timeout -k 5 600 %s -m pytest "
+                     "-x -q -p no:cacheprovider --timeout=300 "
+                     "tests/properties" % (property_runs, sys.executable))
+    path = os.path.join(where, ".mutation-runner.sh")
+    with open(path, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    return "bash .mutation-runner.sh"
 
 
 def run_module(mutmut, module, property_runs, log):
@@ -97,11 +105,12 @@ def run_module(mutmut, module, property_runs, log):
     try:
         scratch_copy(work)
         path = "xend_fastmig/%s.py" % module
+        command = write_runner(work, module, property_runs)
         started = time.time()
         with open(log, "w") as out:
             subprocess.run(
                 [mutmut, "run", "--paths-to-mutate", path, "--runner",
-                 runner(module, property_runs), "--tests-dir", "tests",
+                 command, "--tests-dir", "tests",
                  "--simple-output", "--no-progress"],
                 cwd=work, stdout=out, stderr=subprocess.STDOUT)
         counts = {}
@@ -147,17 +156,29 @@ def main(argv=None):
     property_runs = 0 if args.no_properties else args.property_runs
     mutmut = ensure_mutmut()
 
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, as_completed
     logs = os.path.join(tempfile.gettempdir(), "fastmig-mutation-logs")
     os.makedirs(logs, exist_ok=True)
     started = time.time()
+    results = {}
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = dict(
-            (module, pool.submit(run_module, mutmut, module, property_runs,
-                                 os.path.join(logs, module + ".log")))
+            (pool.submit(run_module, mutmut, module, property_runs,
+                         os.path.join(logs, module + ".log")), module)
             for module in modules)
-        results = dict((module, futures[module].result())
-                       for module in modules)
+        for future in as_completed(futures):
+            module = futures[future]
+            results[module] = future.result()
+            # As each module ends: a long run is useful before it is over.
+            counts, survivors = results[module]
+            value, total = score(counts)
+            print("mutation: %s: %d mutants, %d survived, score %s%% "
+                  "(%.0f s)" % (module, total, counts["survived"],
+                                "-" if value is None else "%.1f" % value,
+                                counts["seconds"]), flush=True)
+            for mutant, diff in survivors:
+                print("-- surviving mutant %s of %s\n%s"
+                      % (mutant, module, diff), flush=True)
 
     totals = dict((status, 0) for status in STATUSES)
     print()

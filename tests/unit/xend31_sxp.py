@@ -156,7 +156,15 @@ def _run(request):
     process = subprocess.Popen(
         [python2(), "-c", _SCRIPT, sxp_path(), _REPO],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = process.communicate(json.dumps(request).encode("ascii"))
+    # Killed if it hangs (a broken parser may loop): Python 2.7's
+    # communicate() has no timeout of its own.
+    import threading
+    timer = threading.Timer(60, process.kill)
+    timer.start()
+    try:
+        out, err = process.communicate(json.dumps(request).encode("ascii"))
+    finally:
+        timer.cancel()
     if process.returncode != 0:
         raise RuntimeError("Python 2 with 3.1's sxp.py failed: %s"
                            % err.decode("latin-1"))
