@@ -208,3 +208,18 @@ def test_a_verdict_wait_across_the_clock_wrap_ends(socketpair):
     assert verdict.kind == UNKNOWN
     assert "no reply within" in verdict.reason
     assert time.time() - started < 3.0
+
+
+@pytest.mark.parametrize("timeout", [1e10, float("inf")])
+def test_a_huge_verdict_timeout_still_reads_the_verdict(socketpair, timeout):
+    """Regression (defect 2): select() raised OverflowError for timeouts
+    this large, and the verdict counted as unknown at once; now the read
+    sleeps in slices (options.py also refuses such values)."""
+    source, target = socketpair
+    timer = threading.Timer(0.1, lambda: target.sendall(
+        b"(err (value 'late'))\n"))
+    timer.start()
+    try:
+        assert read_verdict(source, timeout).kind == ERR
+    finally:
+        timer.cancel()
