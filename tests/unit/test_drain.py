@@ -150,3 +150,11 @@ def test_a_drain_wait_across_the_clock_wrap_ends(store):
     thread.join(5)
     assert result == ["timeout"]
     assert clock.reading > 2 ** 31 / 100.0
+
+
+def test_the_documented_intervals():
+    """Stock's MIGRATE_TIMEOUT; the poll and recheck intervals bound the
+    delay a lost or late watch adds to the blackout (module doc)."""
+    assert drain.MIGRATE_TIMEOUT == 30.0
+    assert drain.POLL_INTERVAL == 0.02
+    assert drain.RECHECK_INTERVAL == 1.0

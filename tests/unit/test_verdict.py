@@ -223,3 +223,24 @@ def test_a_huge_verdict_timeout_still_reads_the_verdict(socketpair, timeout):
         assert read_verdict(source, timeout).kind == ERR
     finally:
         timer.cancel()
+
+
+def test_the_verdict_kinds_are_the_words_the_logs_and_reports_show():
+    assert (OK, ERR, UNKNOWN) == ("ok", "err", "unknown")
+    assert parse_verdict("(ok)").reason == ""
+    assert parse_verdict("(err)").reason == ""
+    assert parse_verdict("(ok)").describe() == "(ok)"
+
+
+def test_a_reply_one_byte_too_long_is_refused(socketpair):
+    source, target = socketpair
+    assert MAX_REPLY_BYTES == 65536
+
+    def send():
+        try:
+            target.sendall(b"(" + b"x" * MAX_REPLY_BYTES)
+        except socket.error:
+            pass
+    threading.Thread(target=send).start()
+    verdict = read_verdict(source, 5)
+    assert "longer than 65536 bytes" in verdict.reason
