@@ -63,7 +63,7 @@ class _Wakeup:
             flags = fcntl.fcntl(fd, fcntl.F_GETFL)
             fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
         self.closed = False
-        self.changed = {}
+        self.changed = set()
 
     def poke(self, _path, key=None):
         """Watch callback: never blocks; returns False once closed.
@@ -75,7 +75,7 @@ class _Wakeup:
         try:
             if self.closed:
                 return False
-            self.changed[key] = True
+            self.changed.add(key)
             try:
                 os.write(self.write_fd, "x".encode("ascii"))
             except OSError:
@@ -101,7 +101,7 @@ class _Wakeup:
         self.lock.acquire()
         try:
             changed = self.changed
-            self.changed = {}
+            self.changed = set()
         finally:
             self.lock.release()
         return changed

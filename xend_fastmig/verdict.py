@@ -36,7 +36,7 @@ class Verdict:
     is UNKNOWN.
     """
 
-    def __init__(self, kind, text="", reason=""):
+    def __init__(self, kind, text, reason=""):
         self.kind = kind
         self.text = text
         self.reason = reason
@@ -69,7 +69,7 @@ def parse_verdict(text):
     try:
         value, end = _first(reply)
     except Malformed:
-        return Verdict(UNKNOWN, reply, "not a verdict: %r" % reply[:200])
+        value, end = None, -1
     if end == len(reply) and _is_list(value) and value:
         if value == ["ok"]:
             return Verdict(OK, reply)
@@ -82,12 +82,12 @@ def _first_error(text):
     """The raw text of the first ``(err ...)`` among the complete
     s-expressions in ``text``, or None."""
     start = 0
-    while 1:
+    while True:
         try:
             value, end = _first(text, start)
         except Malformed:
             return None
-        if end < 0:
+        if end == -1:
             return None
         if _is_list(value) and value and value[0] == "err":
             return text[start:end].strip()

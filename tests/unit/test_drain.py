@@ -158,3 +158,27 @@ def test_the_documented_intervals():
     assert drain.MIGRATE_TIMEOUT == 30.0
     assert drain.POLL_INTERVAL == 0.02
     assert drain.RECHECK_INTERVAL == 1.0
+
+
+def test_a_wakeup_returns_the_keys_poked_since_the_last_wait():
+    wakeup = drain._Wakeup()
+    try:
+        assert wakeup.poke("/a", "one") is True
+        wakeup.poke("/b", "two")
+        wakeup.poke("/b", "two")
+        assert sorted(wakeup.wait(0)) == ["one", "two"]
+        assert len(wakeup.wait(0)) == 0
+    finally:
+        wakeup.close()
+
+
+def test_pokes_into_a_full_pipe_never_raise():
+    """Watch callbacks must never block nor raise: the pipe holds 64 KiB."""
+    wakeup = drain._Wakeup()
+    try:
+        for number in range(70000):
+            wakeup.poke("/p", number % 3)
+        assert sorted(wakeup.wait(0)) == [0, 1, 2]
+        assert len(wakeup.wait(0)) == 0
+    finally:
+        wakeup.close()

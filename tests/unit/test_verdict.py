@@ -244,3 +244,27 @@ def test_a_reply_one_byte_too_long_is_refused(socketpair):
     threading.Thread(target=send).start()
     verdict = read_verdict(source, 5)
     assert "longer than 65536 bytes" in verdict.reason
+
+
+def test_what_a_verdict_says_about_itself():
+    unknown = parse_verdict("(ok extra)")
+    assert unknown.reason == "not a verdict: '(ok extra)'"
+    assert unknown.describe() == "unknown (not a verdict: '(ok extra)')"
+    assert repr(parse_verdict(" (ok)\n")) == "Verdict(ok, '(ok)', '')"
+    assert parse_verdict("(err 'x)").reason == "not a verdict: \"(err 'x)\""
+    long_reply = "(" + "x" * 300 + ")("
+    assert parse_verdict(long_reply).reason == \
+        "not a verdict: %r" % long_reply[:200]
+
+
+def test_a_peek_still_reads_when_exactly_the_limit_has_accumulated(
+        socketpair):
+    source, target = socketpair
+    target.sendall(b" (err)")
+    _wait_readable(source)
+    with pytest.raises(TargetFailed):
+        peek_for_failure(source, "x" * MAX_REPLY_BYTES)
+    target.sendall(b" (err)")
+    _wait_readable(source)
+    assert peek_for_failure(source, "x" * (MAX_REPLY_BYTES + 1)) == \
+        "x" * (MAX_REPLY_BYTES + 1)
