@@ -60,22 +60,30 @@ def _first(text, start=0):
     return first_value(text, start)
 
 
+def _kind(reply):
+    try:
+        value, end = _first(reply)
+    except Malformed:
+        return UNKNOWN
+    if end != len(reply) or not _is_list(value) or not value:
+        return UNKNOWN
+    if value == ["ok"]:
+        return OK
+    if value[0] == "err":
+        return ERR
+    return UNKNOWN
+
+
 def parse_verdict(text):
     """Classify a complete reply: exactly ``(ok)``, an ``(err ...)``, or not.
 
     Read as xend's own parser reads it (its strings are ``repr()``s).
     """
     reply = text.strip()
-    try:
-        value, end = _first(reply)
-    except Malformed:
-        value, end = None, -1
-    if end == len(reply) and _is_list(value) and value:
-        if value == ["ok"]:
-            return Verdict(OK, reply)
-        if value[0] == "err":
-            return Verdict(ERR, reply)
-    return Verdict(UNKNOWN, reply, "not a verdict: %r" % reply[:200])
+    kind = _kind(reply)
+    if kind == UNKNOWN:
+        return Verdict(UNKNOWN, reply, "not a verdict: %r" % reply[:200])
+    return Verdict(kind, reply)
 
 
 def _first_error(text):

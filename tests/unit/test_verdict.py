@@ -268,3 +268,12 @@ def test_a_peek_still_reads_when_exactly_the_limit_has_accumulated(
     _wait_readable(source)
     assert peek_for_failure(source, "x" * (MAX_REPLY_BYTES + 1)) == \
         "x" * (MAX_REPLY_BYTES + 1)
+
+
+@pytest.mark.parametrize("text", [")", "(ok \x00)", "\x00", "(ok) x", "(ok",
+                                  "ok", "(ok)(err)", "()", "((ok))",
+                                  "('ok' 'x')", "(err"])
+def test_malformed_or_partial_replies_are_unknown(text):
+    verdict = parse_verdict(text)
+    assert verdict.kind == UNKNOWN
+    assert verdict.reason == "not a verdict: %r" % text.strip()
