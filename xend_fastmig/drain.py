@@ -24,7 +24,7 @@ import threading
 from xend_fastmig import registry
 from xend_fastmig.blockdevs import BLOCK_CLASSES, BlockDevice, \
      capture_block_devices
-from xend_fastmig.clock import monotonic, now
+from xend_fastmig.clock import Deadline, now
 from xend_fastmig.compat import select_readable
 from xend_fastmig.errors import DrainTimeout
 from xend_fastmig.store import backend_root
@@ -64,7 +64,7 @@ class _Wakeup:
             flags = fcntl.fcntl(fd, fcntl.F_GETFL)
             fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
         self.closed = False
-        self.changed = {}
+        self.changed = set()
 
     def poke(self, _path, key=None):
         """Watch callback: never blocks; returns False once closed.
@@ -76,7 +76,7 @@ class _Wakeup:
         try:
             if self.closed:
                 return False
-            self.changed[key] = True
+            self.changed.add(key)
             try:
                 os.write(self.write_fd, "x".encode("ascii"))
             except OSError:
@@ -102,7 +102,7 @@ class _Wakeup:
         self.lock.acquire()
         try:
             changed = self.changed
-            self.changed = {}
+            self.changed = set()
         finally:
             self.lock.release()
         return changed
@@ -126,13 +126,16 @@ class DrainWaiter:
     waits past its deadline (plus one store round trip).
     """
 
-    def __init__(self, store, devices, timeout, gone_only=False):
+    def __init__(self, store, devices, timeout, gone_only=False,
+                 clock=None):
         self.store = store
         self.devices = list(devices)
         self.timeout = timeout
         # A resume must see every old backend directory gone: 3.1's
         # createDevice refuses a device whose backend still exists.
         self.gone_only = gone_only
+        # The raw clock, for tests that simulate its wrap (see clock.py).
+        self.clock = clock
 
     def confirmation(self, device):
         """How ``device`` has confirmed its drain, or None if it has not."""
@@ -145,8 +148,9 @@ class DrainWaiter:
         return None
 
     def wait(self):
+        deadline = Deadline(self.timeout, self.clock)
+        # For the log only: a jump of the wall clock mislabels one line.
         started = now()
-        deadline = monotonic() + self.timeout
         pending = list(self.devices)
         confirmed = []
         if not pending:
@@ -171,11 +175,10 @@ class DrainWaiter:
                 pending = still
                 if not pending:
                     return confirmed
-                remaining = deadline - monotonic()
-                if remaining <= 0:
+                if deadline.expired():
                     raise DrainTimeout([d.name() for d in pending],
                                        self.timeout)
-                changed = wakeup.wait(min(remaining, recheck))
+                changed = wakeup.wait(deadline.sleep_for(recheck))
                 if watches and changed:
                     # Only the backends whose watch fired can have changed.
                     to_check = [d for d in pending if d.backend in changed]

@@ -39,7 +39,7 @@ import sys
 
 from xend_fastmig import registry
 from xend_fastmig.blockdevs import capture_block_devices
-from xend_fastmig.clock import monotonic, now
+from xend_fastmig.clock import Deadline, monotonic, now
 from xend_fastmig.drain import DrainWaiter, dom0_block_backends
 from xend_fastmig.errors import DrainTimeout, TargetFailed
 from xend_fastmig.release import tear_down_confirmed
@@ -221,7 +221,7 @@ class Handover:
         self.released = False
         self.unleashed = False
         self.destroyed = False
-        # One budget for every wait on the backends (monotonic seconds).
+        # One budget for every wait on the backends (a clock.Deadline).
         self.deadline = None
         self._early = ""
 
@@ -361,7 +361,7 @@ class Handover:
         Sets ``problem`` when the fast path cannot confirm every drain.
         """
         if self.deadline is None:
-            self.deadline = monotonic() + self.env.options.drain_timeout
+            self.deadline = Deadline(self.env.options.drain_timeout)
         try:
             devices, problems = capture_block_devices(
                 self.env.store, self.domid, self.dompath)
@@ -410,7 +410,7 @@ class Handover:
         if devices is None:
             devices = self._dom0_block_backends()
         if self.deadline is None:
-            self.deadline = monotonic() + self.env.options.drain_timeout
+            self.deadline = Deadline(self.env.options.drain_timeout)
         self._destroy()
         phase = _Phase(self.report, "drain")
         try:
@@ -456,7 +456,7 @@ class Handover:
     def _remaining(self):
         if self.deadline is None:
             return self.env.options.drain_timeout
-        return max(0.0, self.deadline - monotonic())
+        return self.deadline.remaining()
 
     def _target_gave_up(self):
         """Look again without blocking; the ``TargetFailed`` if it gave up.
@@ -464,7 +464,7 @@ class Handover:
         What else the target sent is added to what the verdict will read.
         """
         try:
-            self._early = self._early + peek_for_failure(self.sock)
+            self._early = peek_for_failure(self.sock, self._early)
         except TargetFailed:
             return sys.exc_info()[1]
         return None

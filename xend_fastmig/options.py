@@ -4,10 +4,15 @@
     (xend-fast-migration-drain-timeout 30)
     (xend-fast-migration-verdict-timeout 120)
 
-They are read through any object with ``get_config_string(name, default)``
-(xend's ``XendOptions`` has it), so tests and the rehearsal inject their own.
-A value that cannot be understood is logged and replaced by its default:
-a typo in xend-config.sxp must never stop migrations.
+They are read through an ``XendOptions``-like object: its getters
+``get_xend_fast_migration()``, ``get_xend_fast_migration_drain_timeout()``,
+``get_xend_fast_migration_verdict_timeout()`` and
+``get_xend_relocation_port()`` where it has them (they return the raw
+configured value), else ``get_config_string(name, default)``; tests and the
+rehearsal inject their own.  Every check is made here.  A value that cannot
+be understood, is not finite or is out of its range is logged (one line)
+and replaced by its default: a typo in xend-config.sxp must never stop
+migrations, nor make a wait endless or a verdict unreadable.
 """
 
 import logging
@@ -34,6 +39,38 @@ DEFAULT_DRAIN_TIMEOUT = 30.0
 DEFAULT_VERDICT_TIMEOUT = 120.0
 DEFAULT_RELOCATION_PORT = 8002
 
+# The ranges, both ends included.
+#
+# Drain timeout: the guest is paused while we wait, so every second is
+# blackout.  Below 0.1 s not even a healthy blkback finishes its in-flight
+# requests, every migration would take the (slower) stock order, and the
+# value is most likely milliseconds typed as seconds.  Above 300 s, ten
+# times stock's MIGRATE_TIMEOUT of 30 s, no storage failover is worth the
+# guest's peers and watchdogs giving up on it; inf never ends at all.
+MIN_DRAIN_TIMEOUT = 0.1
+MAX_DRAIN_TIMEOUT = 300.0
+# Verdict timeout: after the go the target runs completeRestore and
+# waitForDevices, which may wait 3.1's DEVICE_CREATE_TIMEOUT of 100 s
+# before it answers; giving up sooner calls a target that is about to say
+# (err ...) "unknown" and destroys the only copy that could come back.
+# Above 3600 s the source copy holds its memory, paused, for an hour on
+# behalf of a target that will not answer; values such as 1e10 overflow
+# select()'s timeval (the verdict read sleeps in slices now, but an hour
+# bounds the migration thread all the same).
+MIN_VERDICT_TIMEOUT = 100.0
+MAX_VERDICT_TIMEOUT = 3600.0
+MIN_PORT = 1
+MAX_PORT = 65535
+
+# XendOptions' getter of each option, used where it exists.
+_GETTERS = {
+    ENABLED: "get_xend_fast_migration",
+    EARLY_RELEASE: "get_xend_fast_migration_early_release",
+    DRAIN_TIMEOUT: "get_xend_fast_migration_drain_timeout",
+    VERDICT_TIMEOUT: "get_xend_fast_migration_verdict_timeout",
+    RELOCATION_PORT: "get_xend_relocation_port",
+}
+
 _TRUE_WORDS = ("yes", "y", "true", "1", "on")
 _FALSE_WORDS = ("no", "n", "false", "0", "off")
 
@@ -41,8 +78,7 @@ _FALSE_WORDS = ("no", "n", "false", "0", "off")
 def _parse_bool(name, value, default):
     if value is None:
         return default
-    if value is True or value is False:
-        return value
+    # str(True) is "True": booleans from a getter read as words too.
     word = str(value).strip().lower()
     if word in _TRUE_WORDS:
         return True
@@ -53,18 +89,36 @@ def _parse_bool(name, value, default):
     return default
 
 
-def _parse_seconds(name, value, default):
+def _is_finite(number):
+    # Spelt out: Python 2.4 has no math.isinf/isnan, and its comparisons
+    # with NaN depend on the platform.  inf - inf and NaN - NaN are NaN,
+    # and NaN is the only value unequal to itself.
+    difference = number - number
+    return difference == difference
+
+
+def _parse_seconds(name, value, default, lowest, highest):
     if value is None:
         return default
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
+    if value is True or value is False:
+        seconds = None
+    else:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError, OverflowError):
+            seconds = None
+    if seconds is None:
         log.warning("fastmig: option %s has value %r, not a number of "
                     "seconds; using %s", name, value, default)
         return default
-    if not seconds > 0:
-        log.warning("fastmig: option %s must be positive, not %r; using %s",
-                    name, value, default)
+    if not _is_finite(seconds):
+        log.warning("fastmig: option %s has value %r, not a finite number "
+                    "of seconds; using %s", name, value, default)
+        return default
+    if seconds < lowest or seconds > highest:
+        log.warning("fastmig: option %s has value %r, outside %s..%s "
+                    "seconds; using %s", name, value, lowest, highest,
+                    default)
         return default
     return seconds
 
@@ -73,12 +127,16 @@ def _parse_port(name, value, default):
     if value is None:
         return default
     try:
-        port = int(value)
-    except (TypeError, ValueError):
+        # Through str: int(True) and int(80.5) would pass, "True" and
+        # "80.5" do not.
+        port = int(str(value).strip())
+    except (TypeError, ValueError, OverflowError):
+        port = None
+    if port is None:
         log.warning("fastmig: option %s has value %r, not a port; using %s",
                     name, value, default)
         return default
-    if port <= 0 or port > 65535:
+    if port < MIN_PORT or port > MAX_PORT:
         log.warning("fastmig: option %s out of range: %r; using %s",
                     name, value, default)
         return default
@@ -105,7 +163,10 @@ class FastMigrationOptions:
     def from_xoptions(cls, xoptions):
         """Read the options from an ``XendOptions``-like object."""
         def value(name):
+            getter = getattr(xoptions, _GETTERS[name], None)
             try:
+                if getter is not None:
+                    return getter()
                 return xoptions.get_config_string(name, None)
             except Exception:
                 log.warning("fastmig: could not read option %s: %s",
@@ -113,11 +174,13 @@ class FastMigrationOptions:
                 return None
         return cls(
             enabled=_parse_bool(ENABLED, value(ENABLED), True),
-            drain_timeout=_parse_seconds(DRAIN_TIMEOUT, value(DRAIN_TIMEOUT),
-                                         DEFAULT_DRAIN_TIMEOUT),
+            drain_timeout=_parse_seconds(
+                DRAIN_TIMEOUT, value(DRAIN_TIMEOUT), DEFAULT_DRAIN_TIMEOUT,
+                MIN_DRAIN_TIMEOUT, MAX_DRAIN_TIMEOUT),
             verdict_timeout=_parse_seconds(
                 VERDICT_TIMEOUT, value(VERDICT_TIMEOUT),
-                DEFAULT_VERDICT_TIMEOUT),
+                DEFAULT_VERDICT_TIMEOUT, MIN_VERDICT_TIMEOUT,
+                MAX_VERDICT_TIMEOUT),
             relocation_port=_parse_port(
                 RELOCATION_PORT, value(RELOCATION_PORT),
                 DEFAULT_RELOCATION_PORT),

@@ -11,9 +11,10 @@ import errno
 import socket
 import sys
 
-from xend_fastmig.clock import monotonic
+from xend_fastmig.clock import Deadline
 from xend_fastmig.compat import select_readable, to_text
 from xend_fastmig.errors import TargetFailed
+from xend_fastmig.sxp_parse import Malformed, first_value
 
 __all__ = ["OK", "ERR", "UNKNOWN", "Verdict", "parse_verdict",
            "peek_for_failure", "read_verdict", "read_reply",
@@ -35,7 +36,7 @@ class Verdict:
     is UNKNOWN.
     """
 
-    def __init__(self, kind, text="", reason=""):
+    def __init__(self, kind, text, reason=""):
         self.kind = kind
         self.text = text
         self.reason = reason
@@ -49,95 +50,110 @@ class Verdict:
         return self.text.strip()
 
 
-def _sexp_end(text):
-    """Index just past the first complete s-expression in ``text``, or -1.
+def _is_list(value):
+    return isinstance(value, list)
 
-    Parentheses inside double-quoted strings (an error message may hold
-    some) do not count.
-    """
-    depth = 0
-    started = False
-    quoted = False
-    escaped = False
-    for index in range(len(text)):
-        char = text[index]
-        if quoted:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-            continue
-        if char == '"':
-            quoted = True
-        elif char == "(":
-            depth = depth + 1
-            started = True
-        elif char == ")":
-            depth = depth - 1
-            if depth < 0:
-                return -1
-            if started and depth == 0:
-                return index + 1
-        elif not started and not char.isspace():
-            return -1
-    return -1
+
+def _first(text, start=0):
+    """``(value, end)`` of the first s-expression, (None, -1) while
+    incomplete; raises ``Malformed`` (see sxp_parse)."""
+    return first_value(text, start)
+
+
+def _kind(reply):
+    try:
+        value, end = _first(reply)
+    except Malformed:
+        return UNKNOWN
+    if end != len(reply) or not _is_list(value) or not value:
+        return UNKNOWN
+    if value == ["ok"]:
+        return OK
+    if value[0] == "err":
+        return ERR
+    return UNKNOWN
 
 
 def parse_verdict(text):
-    """Classify a complete reply: exactly ``(ok)``, an ``(err ...)``, or not."""
+    """Classify a complete reply: exactly ``(ok)``, an ``(err ...)``, or not.
+
+    Read as xend's own parser reads it (its strings are ``repr()``s).
+    """
     reply = text.strip()
-    if reply == "(ok)":
-        return Verdict(OK, reply)
-    if reply.startswith("(err") and len(reply) > 4 \
-            and reply[4] in " \t\n)" and _sexp_end(reply) == len(reply):
-        return Verdict(ERR, reply)
-    return Verdict(UNKNOWN, reply, "not a verdict: %r" % reply[:200])
+    kind = _kind(reply)
+    if kind == UNKNOWN:
+        return Verdict(UNKNOWN, reply, "not a verdict: %r" % reply[:200])
+    return Verdict(kind, reply)
 
 
-def peek_for_failure(sock):
+def _first_error(text):
+    """The raw text of the first ``(err ...)`` among the complete
+    s-expressions in ``text``, or None."""
+    start = 0
+    while True:
+        try:
+            value, end = _first(text, start)
+        except Malformed:
+            return None
+        if end == -1:
+            return None
+        if _is_list(value) and value and value[0] == "err":
+            return text[start:end].strip()
+        start = end
+
+
+def peek_for_failure(sock, already=""):
     """Look, without blocking, whether the target already failed.
 
+    ``already``: what earlier peeks returned; an ``(err ...)`` may arrive
+    in pieces, so what has accumulated is parsed, not just the new bytes.
     Raises ``TargetFailed`` when the target hung up, reset the connection
-    or sent an ``(err ...)``.  Returns whatever else it read (logged by the
-    caller, kept for ``read_verdict``), or "" when nothing was waiting.
+    or sent an ``(err ...)``.  Returns ``already`` plus whatever else it
+    read (logged by the caller, kept for ``read_verdict``).
     """
+    if len(already) > MAX_REPLY_BYTES:
+        # Not a relocation server talking; the verdict read says so.
+        return already
     if not select_readable(sock.fileno(), 0):
-        return ""
+        return already
     try:
         data = to_text(sock.recv(MAX_REPLY_BYTES))
     except socket.error:
         raise TargetFailed("connection error: %s" % (sys.exc_info()[1],))
     if not data:
         raise TargetFailed("the target closed the connection")
-    end = _sexp_end(data)
-    if end > 0 and parse_verdict(data[:end]).kind == ERR:
-        raise TargetFailed(data[:end])
-    return data
+    text = already + data
+    failure = _first_error(text)
+    if failure is not None:
+        raise TargetFailed(failure)
+    return text
 
 
-def read_reply(sock, timeout, already=""):
+def read_reply(sock, timeout, already="", clock=None):
     """Read the first complete s-expression, waiting at most ``timeout``.
 
     Returns ``(text, reason)``: ``text`` is the s-expression, or None with
     ``reason`` saying why there is none (deadline, end of stream, reset,
     oversized or malformed data).  Never raises on the peer's behaviour.
+    ``clock``: the raw clock of the deadline (tests simulate its wrap).
     """
-    deadline = monotonic() + timeout
+    deadline = Deadline(timeout, clock)
     data = already
     while True:
-        end = _sexp_end(data)
+        try:
+            value, end = _first(data)
+        except Malformed:
+            return None, "garbage from the target: %r" % data[:200]
         if end > 0:
-            return data[:end], ""
+            if not _is_list(value):
+                return None, "garbage from the target: %r" % data[:200]
+            return data[:end].strip(), ""
         if len(data) > MAX_REPLY_BYTES:
             return None, "reply longer than %d bytes" % MAX_REPLY_BYTES
-        if data.strip() and data.strip()[0] != "(":
-            return None, "garbage from the target: %r" % data[:200]
-        remaining = deadline - monotonic()
-        if remaining <= 0:
+        if deadline.expired():
             return None, "no reply within %.1f s" % timeout
-        if not select_readable(sock.fileno(), remaining):
+        # In slices: a wrap of the clock costs at most one (clock.py).
+        if not select_readable(sock.fileno(), deadline.sleep_for()):
             continue
         try:
             chunk = to_text(sock.recv(4096))
@@ -151,9 +167,9 @@ def read_reply(sock, timeout, already=""):
         data = data + chunk
 
 
-def read_verdict(sock, timeout, already=""):
+def read_verdict(sock, timeout, already="", clock=None):
     """The target's verdict after the go; UNKNOWN unless exactly ok or err."""
-    text, reason = read_reply(sock, timeout, already)
+    text, reason = read_reply(sock, timeout, already, clock)
     if text is None:
         return Verdict(UNKNOWN, already, reason)
     return parse_verdict(text)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.properties import tally
@@ -31,6 +32,23 @@ def _examples(default: int) -> int:
 settings.register_profile("ci", max_examples=_examples(40), **_COMMON)
 settings.register_profile("full", max_examples=_examples(1000), **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# A property test runs all its examples in one test: its timeout grows with
+# their number (each handover is bounded by its own short deadlines).
+_SECONDS_PER_EXAMPLE = 3.0
+
+
+def pytest_collection_modifyitems(config, items):
+    examples = settings.default.max_examples
+    here = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        # This hook sees the whole session's items: only ours.
+        if not str(item.path).startswith(here + os.sep):
+            continue
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(
+                300 + int(_SECONDS_PER_EXAMPLE * examples)))
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -99,3 +99,54 @@ def test_a_late_watch_callback_is_harmless():
     wakeup = drain._Wakeup()
     wakeup.close()
     assert wakeup.poke("/some/path") is False
+def test_a_drain_wait_across_the_clock_wrap_ends(store):
+    """Regression (defect 9): with os.times()'s clock_t wrapping during the
+    wait, the old deadline arithmetic never timed out."""
+    from tests.unit.clocks import SteppedClock
+    devices = devices_of(store)
+    clock = SteppedClock(2 ** 31 / 100.0 - 0.2, 0.15, wrap=True)
+    result = []
+
+    def wait():
+        try:
+            DrainWaiter(store, devices, 0.5, clock=clock).wait()
+        except DrainTimeout:
+            result.append("timeout")
+    thread = threading.Thread(target=wait)
+    thread.daemon = True
+    thread.start()
+    thread.join(5)
+    assert result == ["timeout"]
+    assert clock.reading > 2 ** 31 / 100.0
+
+
+def test_the_documented_intervals():
+    """Stock's MIGRATE_TIMEOUT; the poll and recheck intervals bound the
+    delay a lost or late watch adds to the blackout (module doc)."""
+    assert drain.MIGRATE_TIMEOUT == 30.0
+    assert drain.POLL_INTERVAL == 0.02
+    assert drain.RECHECK_INTERVAL == 1.0
+
+
+def test_a_wakeup_returns_the_keys_poked_since_the_last_wait():
+    wakeup = drain._Wakeup()
+    try:
+        assert wakeup.poke("/a", "one") is True
+        wakeup.poke("/b", "two")
+        wakeup.poke("/b", "two")
+        assert sorted(wakeup.wait(0)) == ["one", "two"]
+        assert len(wakeup.wait(0)) == 0
+    finally:
+        wakeup.close()
+
+
+def test_pokes_into_a_full_pipe_never_raise():
+    """Watch callbacks must never block nor raise: the pipe holds 64 KiB."""
+    wakeup = drain._Wakeup()
+    try:
+        for number in range(70000):
+            wakeup.poke("/p", number % 3)
+        assert sorted(wakeup.wait(0)) == [0, 1, 2]
+        assert len(wakeup.wait(0)) == 0
+    finally:
+        wakeup.close()

@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from tests.unit.clocks import SteppedClock
 from xend_fastmig.errors import TargetFailed
 from xend_fastmig.verdict import (ERR, MAX_REPLY_BYTES, OK, UNKNOWN,
                                   parse_verdict, peek_for_failure,
@@ -132,3 +133,147 @@ def test_read_reply_returns_the_first_sexp(socketpair):
     source, target = socketpair
     target.sendall(b"(ready receive)\n(ok)")
     assert read_reply(source, 5) == ("(ready receive)", "")
+
+
+def _tcp_pair():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    source = socket.create_connection(listener.getsockname())
+    target = listener.accept()[0]
+    listener.close()
+    return source, target
+
+
+def _wait_readable(sock):
+    import select
+    assert select.select([sock], [], [], 5)[0]
+
+
+@pytest.mark.parametrize("transport", ["socketpair", "tcp"])
+def test_an_error_split_over_two_peeks_is_seen(transport):
+    """Regression (defect 3): each peek parsed only its own bytes."""
+    if transport == "tcp":
+        source, target = _tcp_pair()
+    else:
+        source, target = socket.socketpair()
+    try:
+        target.sendall(b"(err (type ")
+        _wait_readable(source)
+        seen = peek_for_failure(source)
+        assert seen == "(err (type "
+        target.sendall(b"\"<class 'XendError'>\") (value 'no ( memory'))\n")
+        _wait_readable(source)
+        with pytest.raises(TargetFailed) as info:
+            peek_for_failure(source, seen)
+        assert "no ( memory" in str(info.value)
+    finally:
+        source.close()
+        target.close()
+
+
+def test_peek_returns_what_has_accumulated(socketpair):
+    source, target = socketpair
+    assert peek_for_failure(source, "(o") == "(o"
+    target.sendall(b"k)")
+    _wait_readable(source)
+    assert peek_for_failure(source, "(o") == "(ok)"
+
+
+def test_an_error_after_other_data_is_seen(socketpair):
+    source, target = socketpair
+    target.sendall(b"(hello) (err (value 'x'))")
+    _wait_readable(source)
+    with pytest.raises(TargetFailed):
+        peek_for_failure(source)
+
+
+def test_a_repr_quoted_error_verdict_is_read_as_an_error(socketpair):
+    """Regression (defect 4): as 3.1's sxp.show writes it."""
+    source, target = socketpair
+    target.sendall(b"(err (type \"<class 'xen.xend.XendError.XendError'>\")"
+                   b" (value 'Restore failed: \" unbalanced ('))\n")
+    verdict = read_verdict(source, 5)
+    assert verdict.kind == ERR
+    assert "unbalanced (" in verdict.text
+
+
+def test_a_verdict_wait_across_the_clock_wrap_ends(socketpair):
+    """Regression (defect 9): 2**31 ticks after boot the clock_t of
+    os.times() jumps to -2**31; a deadline computed before never came."""
+    source, target = socketpair
+    clock = SteppedClock((2 ** 31 - 50) / 100.0, 0.4, wrap=True)
+    started = time.time()
+    verdict = read_verdict(source, 1.0, clock=clock)
+    assert verdict.kind == UNKNOWN
+    assert "no reply within" in verdict.reason
+    assert time.time() - started < 3.0
+
+
+@pytest.mark.parametrize("timeout", [1e10, float("inf")])
+def test_a_huge_verdict_timeout_still_reads_the_verdict(socketpair, timeout):
+    """Regression (defect 2): select() raised OverflowError for timeouts
+    this large, and the verdict counted as unknown at once; now the read
+    sleeps in slices (options.py also refuses such values)."""
+    source, target = socketpair
+    timer = threading.Timer(0.1, lambda: target.sendall(
+        b"(err (value 'late'))\n"))
+    timer.start()
+    try:
+        assert read_verdict(source, timeout).kind == ERR
+    finally:
+        timer.cancel()
+
+
+def test_the_verdict_kinds_are_the_words_the_logs_and_reports_show():
+    assert (OK, ERR, UNKNOWN) == ("ok", "err", "unknown")
+    assert parse_verdict("(ok)").reason == ""
+    assert parse_verdict("(err)").reason == ""
+    assert parse_verdict("(ok)").describe() == "(ok)"
+
+
+def test_a_reply_one_byte_too_long_is_refused(socketpair):
+    source, target = socketpair
+    assert MAX_REPLY_BYTES == 65536
+
+    def send():
+        try:
+            target.sendall(b"(" + b"x" * MAX_REPLY_BYTES)
+        except socket.error:
+            pass
+    threading.Thread(target=send).start()
+    verdict = read_verdict(source, 5)
+    assert "longer than 65536 bytes" in verdict.reason
+
+
+def test_what_a_verdict_says_about_itself():
+    unknown = parse_verdict("(ok extra)")
+    assert unknown.reason == "not a verdict: '(ok extra)'"
+    assert unknown.describe() == "unknown (not a verdict: '(ok extra)')"
+    assert repr(parse_verdict(" (ok)\n")) == "Verdict(ok, '(ok)', '')"
+    assert parse_verdict("(err 'x)").reason == "not a verdict: \"(err 'x)\""
+    long_reply = "(" + "x" * 300 + ")("
+    assert parse_verdict(long_reply).reason == \
+        "not a verdict: %r" % long_reply[:200]
+
+
+def test_a_peek_still_reads_when_exactly_the_limit_has_accumulated(
+        socketpair):
+    source, target = socketpair
+    target.sendall(b" (err)")
+    _wait_readable(source)
+    with pytest.raises(TargetFailed):
+        peek_for_failure(source, "x" * MAX_REPLY_BYTES)
+    target.sendall(b" (err)")
+    _wait_readable(source)
+    assert peek_for_failure(source, "x" * (MAX_REPLY_BYTES + 1)) == \
+        "x" * (MAX_REPLY_BYTES + 1)
+
+
+@pytest.mark.parametrize("text", [")", "(ok \x00)", "\x00", "(ok) x", "(ok",
+                                  "ok", "(ok)(err)", "()", "((ok))",
+                                  "('ok' 'x')", "(err"])
+def test_malformed_or_partial_replies_are_unknown(text):
+    verdict = parse_verdict(text)
+    assert verdict.kind == UNKNOWN
+    assert verdict.reason == "not a verdict: %r" % text.strip()

@@ -1,0 +1,221 @@
+"""Mutation testing of the handover's decision code, bounded to minutes.
+
+    python3 tools/mutation.py [--modules handover,verdict,...] [--jobs 2]
+                              [--property-runs 3] [--no-properties]
+
+For each module it runs mutmut (2.x, installed at run time into a cached
+virtualenv, never committed) in a scratch copy of the working tree, with a
+fast test selection: the unit tests that exercise the module, first, then
+the property tests at a small number of examples.  It prints each module's
+mutants killed, timed out, suspicious (killed, but slowly) and survived,
+the mutation score (all but the survivors, over all mutants), and the diff
+of every survivor.
+Exit status: 0 when nothing survived, 2 otherwise, 1 on a failure.
+
+A survivor is either killed by a new test or listed in docs/design.md as
+equivalent (and why); the lead reruns this after each restructure.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MUTMUT = "mutmut==2.5.1"
+VENV = os.path.join(os.path.expanduser("~"), ".cache", "xend-fastmig",
+                    "mutmut-venv")
+
+# The unit tests that exercise each module, most telling first: mutmut
+# stops at the first failure, so a killed mutant costs little.
+UNIT_TESTS = {
+    "handover": ["test_handover_safety", "test_handover", "test_checkpoint",
+                 "test_migrate"],
+    "drain": ["test_drain", "test_handover", "test_handover_safety"],
+    "verdict": ["test_verdict", "test_sxp_parse", "test_handover_safety",
+                "test_handover", "test_migrate"],
+    "sxp_parse": ["test_sxp_parse", "test_verdict"],
+    "release": ["test_release", "test_handover", "test_handover_safety"],
+    "blockdevs": ["test_blockdevs", "test_drain", "test_release",
+                  "test_handover"],
+    "options": ["test_options"],
+    "clock": ["test_clock", "test_drain", "test_verdict"],
+}
+# Whose behaviour the property harness checks as a whole.
+WITH_PROPERTIES = ("handover", "drain", "verdict", "release", "blockdevs")
+DEFAULT_MODULES = ["verdict", "sxp_parse", "drain", "options", "clock",
+                   "handover", "release", "blockdevs"]
+STATUSES = ("killed", "timeout", "suspicious", "survived", "skipped")
+
+
+def ensure_mutmut():
+    mutmut = os.path.join(VENV, "bin", "mutmut")
+    if not os.path.exists(mutmut):
+        print("mutation: installing %s into %s" % (MUTMUT, VENV), flush=True)
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+        subprocess.run([os.path.join(VENV, "bin", "pip"), "install", "-q",
+                        "--disable-pip-version-check", MUTMUT], check=True)
+    return mutmut
+
+
+def scratch_copy(where):
+    """The working tree as it is (tracked and new files) in ``where``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others",
+         "--exclude-standard"], cwd=REPO, check=True,
+        capture_output=True).stdout.split(b"\0")
+    for name in listed:
+        if not name:
+            continue
+        source = os.path.join(REPO, name.decode())
+        if not os.path.isfile(source):
+            continue
+        target = os.path.join(where, name.decode())
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def write_runner(where, module, property_runs):
+    """The test command of ``module`` as a script in the scratch copy
+    (mutmut runs its runner without a shell); returns mutmut's runner."""
+    units = " ".join("tests/unit/%s.py" % name
+                     for name in UNIT_TESTS[module])
+    # timeout(1) as well as pytest-timeout: a mutant may hang where a
+    # signal cannot reach (a child process, a C call).
+    lines = ["set -e",
+             "timeout -k 5 300 %s -m pytest -x -q -p no:cacheprovider "
+             "--timeout=20 %s" % (sys.executable, units)]
+    if property_runs and module in WITH_PROPERTIES:
+        lines.append("FASTMIG_PROPERTY_RUNS=%d timeout -k 5 600 %s -m pytest "
+                     "-x -q -p no:cacheprovider --timeout=300 "
+                     "tests/properties" % (property_runs, sys.executable))
+    path = os.path.join(where, ".mutation-runner.sh")
+    with open(path, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    return "bash .mutation-runner.sh"
+
+
+def run_module(mutmut, module, property_runs, log):
+    """Run mutmut over one module in its own scratch copy; returns
+    ``(counts, survivors)``, survivors as (id, diff)."""
+    work = tempfile.mkdtemp(prefix="fastmig-mutation-%s-" % module)
+    try:
+        scratch_copy(work)
+        path = "xend_fastmig/%s.py" % module
+        command = write_runner(work, module, property_runs)
+        started = time.time()
+        with open(log, "w") as out:
+            subprocess.run(
+                [mutmut, "run", "--paths-to-mutate", path, "--runner",
+                 command, "--tests-dir", "tests",
+                 "--simple-output", "--no-progress"],
+                cwd=work, stdout=out, stderr=subprocess.STDOUT)
+        counts = {}
+        ids = {}
+        for status in STATUSES:
+            found = subprocess.run([mutmut, "result-ids", status], cwd=work,
+                                   capture_output=True, text=True)
+            ids[status] = found.stdout.split()
+            counts[status] = len(ids[status])
+        counts["seconds"] = time.time() - started
+        survivors = []
+        for mutant in ids["survived"]:
+            shown = subprocess.run([mutmut, "show", mutant], cwd=work,
+                                   capture_output=True, text=True)
+            survivors.append((mutant, shown.stdout.strip()))
+        return counts, survivors
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def score(counts):
+    total = sum(counts[status] for status in STATUSES
+                if status != "skipped")
+    if not total:
+        return None, 0
+    return (total - counts["survived"]) * 100.0 / total, total
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modules", default=",".join(DEFAULT_MODULES),
+                        help="comma-separated modules of xend_fastmig")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="modules mutated at the same time")
+    parser.add_argument("--property-runs", type=int, default=3,
+                        help="examples per property test (0: none)")
+    parser.add_argument("--no-properties", action="store_true")
+    args = parser.parse_args(argv)
+    modules = [m.strip() for m in args.modules.split(",") if m.strip()]
+    for module in modules:
+        if module not in UNIT_TESTS:
+            parser.error("no test selection for module %r" % module)
+    property_runs = 0 if args.no_properties else args.property_runs
+    mutmut = ensure_mutmut()
+
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+    logs = os.path.join(tempfile.gettempdir(), "fastmig-mutation-logs")
+    os.makedirs(logs, exist_ok=True)
+    started = time.time()
+    results = {}
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = dict(
+            (pool.submit(run_module, mutmut, module, property_runs,
+                         os.path.join(logs, module + ".log")), module)
+            for module in modules)
+        for future in as_completed(futures):
+            module = futures[future]
+            results[module] = future.result()
+            # As each module ends: a long run is useful before it is over.
+            counts, survivors = results[module]
+            value, total = score(counts)
+            print("mutation: %s: %d mutants, %d survived, score %s%% "
+                  "(%.0f s)" % (module, total, counts["survived"],
+                                "-" if value is None else "%.1f" % value,
+                                counts["seconds"]), flush=True)
+            for mutant, diff in survivors:
+                print("-- surviving mutant %s of %s\n%s"
+                      % (mutant, module, diff), flush=True)
+
+    totals = dict((status, 0) for status in STATUSES)
+    print()
+    print("%-10s %7s %7s %7s %10s %8s %7s %7s"
+          % ("module", "mutants", "killed", "timeout", "suspicious",
+             "survived", "score", "seconds"))
+    for module in modules:
+        counts = results[module][0]
+        value, total = score(counts)
+        for status in STATUSES:
+            totals[status] += counts[status]
+        print("%-10s %7d %7d %7d %10d %8d %6s%% %7.0f"
+              % (module, total, counts["killed"], counts["timeout"],
+                 counts["suspicious"], counts["survived"],
+                 "-" if value is None else "%.1f" % value,
+                 counts["seconds"]))
+    value, total = score(totals)
+    print("%-10s %7d %7d %7d %10d %8d %6s%% %7.0f"
+          % ("all", total, totals["killed"], totals["timeout"],
+             totals["suspicious"], totals["survived"],
+             "-" if value is None else "%.1f" % value,
+             time.time() - started))
+    if value is not None:
+        print("mutation score: %.1f%% (%d of %d mutants killed)"
+              % (value, total - totals["survived"], total))
+    survivors = 0
+    for module in modules:
+        for mutant, diff in results[module][1]:
+            survivors += 1
+            print()
+            print("== surviving mutant %s of %s" % (mutant, module))
+            print(diff)
+    print("(mutmut logs in %s)" % logs)
+    if total == 0:
+        return 1
+    return 2 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
