@@ -12,7 +12,9 @@ mutants killed, timed out, suspicious (killed, but slowly) and survived,
 the mutation score (all but the survivors, over all mutants), and the diff
 of every survivor.  ``--minutes`` bounds each module's run (mutants left
 untested are counted apart, never as killed).
-Exit status: 0 when nothing survived, 2 otherwise, 1 on a failure.
+Exit status: 0 when every mutant was tested and killed, 2 when some
+survived, 3 when none survived but some were left untested, 1 on a failure.
+Known equivalent mutants: docs/mutation.md.
 
 A survivor is either killed by a new test or listed in docs/design.md as
 equivalent (and why); the lead reruns this after each restructure.
@@ -244,7 +246,10 @@ def main(argv=None):
     print("(mutmut logs in %s)" % logs)
     if total == 0:
         return 1
-    return 2 if survivors else 0
+    if survivors:
+        return 2
+    # Incomplete: a score over part of the mutants is no verdict.
+    return 3 if untested_total else 0
 
 
 if __name__ == "__main__":
