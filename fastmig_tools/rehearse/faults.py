@@ -271,6 +271,7 @@ def source_faults(scenario, dominfo):
         yield
         return
     import xend_fastmig.handover as handover
+    import xend_fastmig.release as release
 
     def boom(*_args, **_kwargs):
         raise InjectedSourceFault("injected: %s failed" % step)
@@ -286,7 +287,8 @@ def source_faults(scenario, dominfo):
             if step == "capture":
                 patch(handover, "capture_block_devices", boom)
             elif step == "release":
-                patch(handover, "release_devices", boom)
+                # What _releaseDevices(force=True) runs.
+                patch(release, "release_block_devices", boom)
             elif step == "drain":
                 patch(handover.DrainWaiter, "wait", boom)
             elif step == "verdict":
