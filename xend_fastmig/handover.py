@@ -233,10 +233,13 @@ class Handover:
         With the early release, the block devices are released now: the
         suspended guest issues nothing new, and its backends drain while
         the last memory round is sent.  The target still runs only after
-        ``run``.
+        ``run``.  Never for an HVM guest: if xc_save then fails, stock's
+        failure path would resume it cooperatively on its devices, and
+        with them released only the re-creating resume is left, which
+        Xen 3.1 refuses for HVM.
         """
         try:
-            if self.env.options.early_release:
+            if self.env.options.early_release and not self._is_hvm():
                 self.report.early_release = True
                 self._capture_and_release()
         except Exception:
@@ -452,6 +455,13 @@ class Handover:
                                "failed", self.domid)
             if self.report.outcome is None:
                 self.report.outcome = UNKNOWN
+
+    def _is_hvm(self):
+        try:
+            return bool(self.dominfo.info.is_hvm())
+        except Exception:
+            # Unknown: keep the devices until the image is out.
+            return True
 
     def _remaining(self):
         if self.deadline is None:

@@ -330,3 +330,19 @@ def test_defect11_an_hvm_guest_is_reported_suspended_not_resumed():
     assert out.dominfo.state == "suspended"
     assert isinstance(out.save_error, MigrationFailed)
     assert "suspended at the source" in str(out.save_error)
+
+
+def test_an_hvm_guest_whose_save_fails_comes_back_as_under_stock():
+    """Found while pinning defect 11: with the early release, an HVM
+    guest (3.1 gives every one SUSPEND_CANCEL) whose xc_save failed after
+    the suspend had its block devices released already, so only the
+    re-creating resume was left, and 3.1 refuses it for HVM: suspended,
+    where stock's failure path resumes it cooperatively.  Fixed: no early
+    release for HVM guests."""
+    out = run_schedule(Schedule(
+        devices=(Device("vbd", "normal", (0.01,)),), hvm=True,
+        suspend_cancel=True, source_fault="save", early_release=True))
+    assert violations(out) == []
+    assert out.report.outcome == RESUMED, out.report.summary()
+    assert out.dominfo.resume_path == "fast"
+    assert out.dominfo.state == "resumed"

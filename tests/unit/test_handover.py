@@ -681,6 +681,27 @@ def test_defect11_an_hvm_guest_with_released_devices_stays_suspended(
     assert "Xen 3.1 cannot resume an HVM guest" in xend_log.text
 
 
+def test_no_early_release_for_an_hvm_guest(store, socketpair):
+    """An HVM guest keeps its devices until the image is out: should
+    xc_save fail, stock's cooperative resume still works."""
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, hvm=True, early_release=True,
+                                 notes={"SUSPEND_CANCEL": 1})
+    handover = begin(dominfo, source, False, env)
+    handover.suspended()
+    assert dominfo.releases == []
+    assert store.read(BACKEND + "/online") == "1"
+    try:
+        raise IOError("xc_save failed")
+    except IOError:
+        handover.failed()
+    with pytest.raises(PlatformError):
+        handover.finish()
+    assert handover.report.outcome == RESUMED
+    assert handover.report.early_release is False
+    assert journal == ["resumeDomain", "domain_resume:1"]
+
+
 def test_defect11_an_hvm_guest_with_intact_devices_resumes_fast(
         store, socketpair):
     source, target_sock = socketpair
