@@ -235,7 +235,7 @@ def _tree(xst, path):
     return nodes
 
 
-@pytest.mark.parametrize("where", ["bystander", "dom0"])
+@pytest.mark.parametrize("where", ["bystander", "dom0", "vif-dom0"])
 def test_defect1_rewritten_backend_keys_leave_a_bystander_alone(
         stores, connection, where):
     """Issue 11, defect 1, on the real xenstored: the migrating guest
@@ -250,7 +250,9 @@ def test_defect1_rewritten_backend_keys_leave_a_bystander_alone(
         str(uuid.uuid4()), vbds=["/dev/vg/b0", "/dev/vg/b1"], vifs=[{}])
     disks = [d.backend for d in bystander.vbds]
     for layout in dominfo.layout.devices:
-        if where == "dom0":
+        if where == "vif-dom0" and layout.devclass != "vif":
+            continue
+        if where in ("dom0", "vif-dom0"):
             xst.Write(layout.frontend, "backend", "/local/domain/0/backend")
         elif layout.devclass == "vif":
             xst.Write(layout.frontend, "backend", disks[0])

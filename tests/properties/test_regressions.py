@@ -259,7 +259,9 @@ def _with_bystander_and_rewritten_keys(where, state):
             vbds=["/dev/vg/b0", "/dev/vg/b1"], vifs=[{}])
         disks = [d.backend for d in bystander.vbds]
         for layout in dominfo.layout.devices:
-            if where == "dom0":
+            if where == "vif-dom0" and layout.devclass != "vif":
+                continue
+            if where in ("dom0", "vif-dom0"):
                 target = "/local/domain/0/backend"
             elif layout.devclass == "vif":
                 target = disks[0]
@@ -275,12 +277,12 @@ def _with_bystander_and_rewritten_keys(where, state):
 
 
 @pytest.mark.parametrize("early", [False, True])
-@pytest.mark.parametrize("where", ["bystander", "dom0"])
+@pytest.mark.parametrize("where", ["bystander", "dom0", "vif-dom0"])
 def test_defect1_a_guests_backend_keys_never_reach_other_guests(where,
                                                                 early):
     """Issue 11, defect 1: the guest rewrote its vbd's and vif's
     ``backend`` keys to a bystander guest's disks, or to dom0's whole
-    backend tree.  The bystander's backends stay exactly as they were,
+    backend tree (all, or only the vif's).  The bystander's backends stay exactly as they were,
     and the guest's own disks still drain before the go."""
     state = {}
     out = run_schedule(Schedule(
@@ -346,3 +348,74 @@ def test_an_hvm_guest_whose_save_fails_comes_back_as_under_stock():
     assert out.report.outcome == RESUMED, out.report.summary()
     assert out.dominfo.resume_path == "fast"
     assert out.dominfo.state == "resumed"
+
+
+def test_defect6_a_second_migrate_during_a_handover_is_refused_by_save():
+    """Issue 11, defect 6, through the patched save: a second ``xm
+    migrate`` of a domain whose first migration is draining raises at once
+    and never reaches save's failure path (whose resume would run the
+    domain next to the first migration's target)."""
+    import socket
+    import threading
+
+    from fastmig_tools.models.patched_save import save
+    from tests.unit.fakes import (FakeDomInfo, FakePlatform, FakeXenstore,
+                                  write_pv_domain)
+    from xend_fastmig.handover import Environment
+    from xend_fastmig.options import FastMigrationOptions
+
+    backend = "/local/domain/0/backend/vbd/7/51712"
+    store = FakeXenstore()
+    journal = []
+    write_pv_domain(store, 7)
+    dominfo = FakeDomInfo(store, journal=journal, layout={})
+    env = Environment(store, FakePlatform(journal), FastMigrationOptions(
+        drain_timeout=5.0, verdict_timeout=5.0))
+    first_source, first_target = socket.socketpair()
+    second_source, second_target = socket.socketpair()
+    handovers, errors = [], []
+
+    def first_target_side():
+        while first_target.recv(65536):
+            pass
+        journal.append("first target released")
+        first_target.sendall(b"(ok)\n")
+
+    def first_migration():
+        try:
+            save(first_source.fileno(), dominfo, True, True, "h",
+                 sock=first_source, env=env, platform=FakePlatform(journal),
+                 handovers=handovers)
+        except Exception as exc:
+            errors.append(exc)
+    threads = [threading.Thread(target=first_target_side, daemon=True),
+               threading.Thread(target=first_migration, daemon=True)]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 5.0
+        while store.read(backend + "/online") != "0":
+            assert time.monotonic() < deadline, "the first never released"
+            time.sleep(0.005)
+        # The second migration's target has already failed: under the old
+        # code its failure path resumed the domain mid-drain.
+        second_target.sendall(b'(err (type x) (value "no memory"))\n')
+        with pytest.raises(MigrationFailed) as info:
+            save(second_source.fileno(), dominfo, True, True, "h",
+                 sock=second_source, env=env,
+                 platform=FakePlatform(journal))
+        assert "being migrated" in str(info.value)
+        assert "resumeDomain" not in journal
+        store.remove(backend)   # the first one's backend drains
+        for thread in threads:
+            thread.join(10)
+        assert errors == []
+        assert handovers[0].report.outcome == AT_TARGET
+        assert "resumeDomain" not in journal
+        assert journal.index("first target released") < \
+            journal.index("destroyDomain")
+    finally:
+        store.stop()
+        for sock in (first_source, first_target, second_source,
+                     second_target):
+            sock.close()
