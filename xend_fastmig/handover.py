@@ -563,12 +563,15 @@ class Handover:
                                  self.domid, self._failure_text())
             else:
                 self.report.outcome = SUSPENDED
+                why = "see resumeDomain's error above"
+                if self.released and self._is_hvm():
+                    why = "Xen 3.1 cannot resume an HVM guest whose " \
+                        "devices were released"
                 self.log.error("fastmig: domain %s: the migration failed "
                                "(%s) and the source copy could not be "
-                               "resumed (see the log above; Xen 3.1 cannot "
-                               "resume an HVM guest): it is suspended at "
-                               "the source and running nowhere",
-                               self.domid, self._failure_text())
+                               "resumed (%s): it is suspended at the "
+                               "source and running nowhere",
+                               self.domid, self._failure_text(), why)
         finally:
             phase.done()
 
