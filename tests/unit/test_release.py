@@ -130,7 +130,7 @@ def test_a_vanished_backend_is_not_recreated(store):
     assert store.ops == []
 
 
-def test_the_release_is_one_transaction_rooted_at_the_top(store, mocker):
+def test_the_release_is_one_transaction_rooted_at_the_top(store):
     write_pv_domain(store, 7, vifs=())
     opened = []
     real = store.xstransact
