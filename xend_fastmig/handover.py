@@ -576,21 +576,39 @@ class Handover:
             phase.done()
 
     def _wait_for_old_backends(self):
-        """Wait until every captured backend directory is gone; the busy."""
+        """Wait until every captured backend directory is gone; the busy.
+
+        A shutdown-request backend gets the classic teardown that lets it
+        go only once it wrote ``shutdown-done`` (or the wait ran out): a
+        resume may come before its drain did (the target or xc_save failed
+        right after the release), and tearing it down mid-drain is not the
+        protocol's order.
+        """
         devices = self.devices
         if devices is None:
             devices = self._dom0_block_backends()
+        deadline = monotonic() + max(self._remaining(), RESUME_GRACE)
+        protocol = []
         for device in devices:
             if device.protocol:
-                try:
-                    tear_down_confirmed(self.env.store, device)
-                except Exception:
-                    self.log.warning("fastmig: domain %s: tearing down %s "
-                                     "failed: %s", self.domid, device.name(),
-                                     sys.exc_info()[1])
-        timeout = max(self._remaining(), RESUME_GRACE)
+                protocol.append(device)
+        if protocol:
+            try:
+                DrainWaiter(self.env.store, protocol,
+                            max(0.0, deadline - monotonic())).wait()
+            except Exception:
+                self.log.warning("fastmig: domain %s: %s; tearing them down "
+                                 "anyway", self.domid, sys.exc_info()[1])
+        for device in protocol:
+            try:
+                tear_down_confirmed(self.env.store, device)
+            except Exception:
+                self.log.warning("fastmig: domain %s: tearing down %s "
+                                 "failed: %s", self.domid, device.name(),
+                                 sys.exc_info()[1])
         try:
-            DrainWaiter(self.env.store, devices, timeout,
+            DrainWaiter(self.env.store, devices,
+                        max(0.0, deadline - monotonic()),
                         gone_only=True).wait()
         except DrainTimeout:
             return sys.exc_info()[1].busy

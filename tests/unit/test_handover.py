@@ -524,6 +524,32 @@ def test_defect5_backends_that_never_go_leave_it_suspended_and_say_so(
     assert "suspended at the source" in str(report.error)
 
 
+def test_defect5_a_protocol_backend_is_torn_down_only_after_shutdown_done(
+        store, socketpair):
+    """xc_save failed right after the early release: the shutdown-request
+    backends are still draining.  The classic teardown that lets them go
+    comes only once each wrote ``shutdown-done`` (the protocol's order)."""
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, protocol=True, taps=(51744,),
+                                 early_release=True)
+    del store.ops[:]
+    protocol_backend(store, journal, BACKEND)
+    protocol_backend(store, journal, TAP_BACKEND)
+    handover = begin(dominfo, source, False, env)
+    handover.suspended()
+    try:
+        raise IOError("xc_save failed")
+    except IOError:
+        handover.failed()
+    with pytest.raises(PlatformError):
+        handover.finish()
+    assert handover.report.outcome == RESUMED, handover.report.summary()
+    for path in (BACKEND, TAP_BACKEND):
+        done = store.ops.index(("write", path + "/shutdown-done"))
+        torn = store.ops.index(("write", path + "/online"))
+        assert done < torn, path
+
+
 def test_defect6_a_domain_under_handover_refuses_a_second_migration(
         store, socketpair):
     source, target_sock = socketpair
