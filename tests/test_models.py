@@ -647,16 +647,51 @@ def test_resume_after_destroy_is_skipped(env):
     assert info.state == "destroyed"
 
 
-def test_patched_hooks_are_called_only_when_asked(env):
+def test_the_patched_branches_run_only_when_asked(env, monkeypatch):
+    """The series' hunks: force / io_done delegate to the package, the
+    stock branches stay stock."""
+    from xend_fastmig import drain, release
     calls = []
-    hooks = SimpleNamespace(
-        release_devices=lambda d, s, f: calls.append(("release", s, f)),
-        test_device_complete=lambda d, io: calls.append(("test", io)))
-    info = _dominfo(env, hooks=hooks, vbds=())
-    info._releaseDevices(False, True)
-    info.testDeviceComplete(io_done=True)
+    monkeypatch.setattr(release, "release_block_devices",
+                        lambda d, s=None: calls.append(("release", d)) or [])
+    monkeypatch.setattr(drain, "wait_for_drain",
+                        lambda d: calls.append(("drain", d)) or [])
+    info = _dominfo(env, vbds=())
+    assert info._releaseDevices(False, True) == []
+    assert info.testDeviceComplete(io_done=True) == []
     info.testDeviceComplete()
-    assert calls == [("release", False, True), ("test", True)]
+    info._releaseDevices()
+    assert calls == [("release", info), ("drain", info)]
+
+
+def test_resume_after_a_release_recreates_even_with_suspend_cancel(env):
+    info = _dominfo(env, notes={"SUSPEND_CANCEL": 1}, vbds=())
+    info.shutdown("suspend")
+    info.waitForShutdown()
+    info.resumeDomain(devices_released=True)
+    assert info.resume_path == "recreate"
+    assert info.resume_error is None
+    assert info.state == "resumed"
+
+
+def test_an_hvm_guest_cannot_be_resumed_uncooperatively(env):
+    """3.1's libxc: "Cannot resume uncooperative HVM guests"."""
+    info = _dominfo(env, hvm=True, notes={"SUSPEND_CANCEL": 1}, vbds=())
+    info.shutdown("suspend")
+    info.waitForShutdown()
+    info.resumeDomain(devices_released=True)
+    assert "uncooperative HVM" in str(info.resume_error)
+    assert info.state == "suspended"
+
+
+def test_create_devices_refuses_while_an_old_backend_stands(env):
+    """3.1's createDevice: "Device ... is already connected"."""
+    info = _dominfo(env, taps=["/img/t"], vbds=())
+    info.shutdown("suspend")
+    info.waitForShutdown()
+    with pytest.raises(VmError) as excinfo:
+        info._createDevices()
+    assert "already connected" in str(excinfo.value)
 
 
 def test_state_query_alone_reports_the_suspension(env):

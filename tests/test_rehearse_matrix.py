@@ -67,6 +67,26 @@ def test_a_slow_write_corrupts_the_disk_of_the_other_policies(policy):
     assert "stale blocks on the shared disk" in result.violations
 
 
+def test_a_write_after_the_whole_drain_budget_is_waited_out_not_longer():
+    """Issue 11, defect 8: one budget.  A write landing after it lands after
+    the target's release under every bounded wait; fastmig must have
+    waited out the whole budget and destroyed the source first, and the
+    source's time after the image stays within one drain timeout."""
+    result = run_once(_scenario("fastmig", "late-drain"))
+    assert result.outcome == AT_TARGET
+    assert result.violations == []
+    drain_ms = result.scenario["drain_timeout"] * 1000.0
+    assert result.released_ms >= drain_ms
+    assert result.source_destroyed_ms <= result.released_ms
+    assert "stock-order handover" in result.handover
+    destroy_ms = result.scenario["memory_gb"] * \
+        result.scenario["destroy_per_gb"] * 1000.0
+    # Not a second full wait after the destroy (slack: scheduling).
+    assert result.released_ms < drain_ms + destroy_ms + 0.5 * drain_ms
+    stock = run_once(_scenario("stock", "late-drain"))
+    assert "stale blocks on the shared disk" in stock.violations
+
+
 def test_the_undetectable_fault_is_caught_by_the_checker_not_by_fastmig():
     result = run_once(_scenario("fastmig", "remove-before-drain"))
     assert result.outcome == AT_TARGET

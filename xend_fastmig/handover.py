@@ -233,10 +233,13 @@ class Handover:
         With the early release, the block devices are released now: the
         suspended guest issues nothing new, and its backends drain while
         the last memory round is sent.  The target still runs only after
-        ``run``.
+        ``run``.  Never for an HVM guest: if xc_save then fails, stock's
+        failure path would resume it cooperatively on its devices, and
+        with them released only the re-creating resume is left, which
+        Xen 3.1 refuses for HVM.
         """
         try:
-            if self.env.options.early_release:
+            if self.env.options.early_release and not self._is_hvm():
                 self.report.early_release = True
                 self._capture_and_release()
         except Exception:
@@ -453,6 +456,13 @@ class Handover:
             if self.report.outcome is None:
                 self.report.outcome = UNKNOWN
 
+    def _is_hvm(self):
+        try:
+            return bool(self.dominfo.info.is_hvm())
+        except Exception:
+            # Unknown: keep the devices until the image is out.
+            return True
+
     def _remaining(self):
         if self.deadline is None:
             return self.env.options.drain_timeout
@@ -553,31 +563,52 @@ class Handover:
                                  self.domid, self._failure_text())
             else:
                 self.report.outcome = SUSPENDED
+                why = "see resumeDomain's error above"
+                if self.released and self._is_hvm():
+                    why = "Xen 3.1 cannot resume an HVM guest whose " \
+                        "devices were released"
                 self.log.error("fastmig: domain %s: the migration failed "
                                "(%s) and the source copy could not be "
-                               "resumed (see the log above; Xen 3.1 cannot "
-                               "resume an HVM guest): it is suspended at "
-                               "the source and running nowhere",
-                               self.domid, self._failure_text())
+                               "resumed (%s): it is suspended at the "
+                               "source and running nowhere",
+                               self.domid, self._failure_text(), why)
         finally:
             phase.done()
 
     def _wait_for_old_backends(self):
-        """Wait until every captured backend directory is gone; the busy."""
+        """Wait until every captured backend directory is gone; the busy.
+
+        A shutdown-request backend gets the classic teardown that lets it
+        go only once it wrote ``shutdown-done`` (or the wait ran out): a
+        resume may come before its drain did (the target or xc_save failed
+        right after the release), and tearing it down mid-drain is not the
+        protocol's order.
+        """
         devices = self.devices
         if devices is None:
             devices = self._dom0_block_backends()
+        deadline = monotonic() + max(self._remaining(), RESUME_GRACE)
+        protocol = []
         for device in devices:
             if device.protocol:
-                try:
-                    tear_down_confirmed(self.env.store, device)
-                except Exception:
-                    self.log.warning("fastmig: domain %s: tearing down %s "
-                                     "failed: %s", self.domid, device.name(),
-                                     sys.exc_info()[1])
-        timeout = max(self._remaining(), RESUME_GRACE)
+                protocol.append(device)
+        if protocol:
+            try:
+                DrainWaiter(self.env.store, protocol,
+                            max(0.0, deadline - monotonic())).wait()
+            except Exception:
+                self.log.warning("fastmig: domain %s: %s; tearing them down "
+                                 "anyway", self.domid, sys.exc_info()[1])
+        for device in protocol:
+            try:
+                tear_down_confirmed(self.env.store, device)
+            except Exception:
+                self.log.warning("fastmig: domain %s: tearing down %s "
+                                 "failed: %s", self.domid, device.name(),
+                                 sys.exc_info()[1])
         try:
-            DrainWaiter(self.env.store, devices, timeout,
+            DrainWaiter(self.env.store, devices,
+                        max(0.0, deadline - monotonic()),
                         gone_only=True).wait()
         except DrainTimeout:
             return sys.exc_info()[1].busy

@@ -88,6 +88,11 @@ class FaultSpec:
     excuses: tuple = ()
     undetectable: bool = False
     embedded_only: bool = False
+    # The write lands after the whole drain budget: every bounded wait
+    # releases the target before it (stock 3.1 right after the destroy).
+    # What is held against the run instead: it waited out the budget and
+    # destroyed the source copy first (issue 11, defect 8: one budget).
+    beyond_budget: bool = False
 
 
 def _f(name, help, **kw):
@@ -102,9 +107,11 @@ _FAULT_LIST = [
        "copy's destruction"),
     _f("hung-backend", "block backends that never drain (hung storage)",
        knobs=(("backend", "hung"),)),
-    _f("late-drain", "a write that lands after the drain timeout",
+    _f("late-drain", "a write that lands after the drain timeout: after "
+       "the whole drain budget",
        when_knob="slow_write_ms", when_unit="MS",
-       when_help="when the write lands"),
+       when_help="when the write lands (default 1.5 x the drain timeout)",
+       beyond_budget=True),
     _f("remove-before-drain", "a buggy kernel: the hotplug cleanup removes "
        "the backend directory before the drain",
        knobs=(("backend", "buggy"), ("slow_write_ms", 300.0)),
@@ -367,6 +374,7 @@ def source_faults(scenario, dominfo):
         yield
         return
     import xend_fastmig.handover as handover
+    import xend_fastmig.release as release
 
     def boom(*_args, **_kwargs):
         raise InjectedSourceFault("injected: %s failed" % step)
@@ -382,7 +390,8 @@ def source_faults(scenario, dominfo):
             if step == "capture":
                 patch(handover, "capture_block_devices", boom)
             elif step == "release":
-                patch(handover, "release_devices", boom)
+                # What _releaseDevices(force=True) runs.
+                patch(release, "release_block_devices", boom)
             elif step == "drain":
                 patch(handover.DrainWaiter, "wait", boom)
             elif step == "verdict":
@@ -407,6 +416,16 @@ def source_faults(scenario, dominfo):
 # the invariants
 # ---------------------------------------------------------------------------
 
+def _waited_out_the_budget(result) -> bool:
+    """Released no earlier than one drain timeout after the suspend, and
+    only after the source copy was destroyed (stock's order)."""
+    released = result.released_ms
+    destroyed = result.source_destroyed_ms
+    return (released is not None and destroyed is not None
+            and destroyed <= released
+            and released >= result.scenario["drain_timeout"] * 1000.0)
+
+
 def violations(result) -> list[str]:
     """Every invariant (docs/design.md, "Invariants") that ``result`` (a
     RunResult) broke."""
@@ -421,7 +440,8 @@ def violations(result) -> list[str]:
             found.append("lost after the target said (err ...)")
         elif not spec.stock_loses:
             found.append("lost where stock 3.1 would not lose it")
-    if not result.disk_clean:
+    if not result.disk_clean and not (spec.beyond_budget
+                                      and _waited_out_the_budget(result)):
         found.append("stale blocks on the shared disk")
     released = result.released_ms
     if released is not None and result.last_write_ms is not None \
@@ -431,13 +451,23 @@ def violations(result) -> list[str]:
             found.append("released before the last write and before the "
                          "source copy was destroyed")
     if result.handover_ms is not None:
-        budget = (2 * scenario["drain_timeout"] + scenario["verdict_timeout"]
+        # One drain timeout: the fast wait and the stock-order fallback's
+        # share it (issue 11, defect 8); a resume after a release may wait
+        # the grace more for the old backends to go.
+        from xend_fastmig.handover import RESUME_GRACE
+        resume = 0.0
+        if result.handover is not None and " resume " in result.handover:
+            resume = RESUME_GRACE
+        budget = (scenario["drain_timeout"] + scenario["verdict_timeout"]
                   + scenario["memory_gb"] * scenario["destroy_per_gb"]
-                  + HANDOVER_SLACK) * 1000.0
+                  + resume + HANDOVER_SLACK) * 1000.0
         if result.handover_ms > budget:
             found.append("the source took %.0f ms after the image, over "
                          "%.0f ms" % (result.handover_ms, budget))
-    if result.leftovers:
+    # xend's own destroyDomain failing under an injected xenstore fault
+    # leaves what stock (running that same code) leaves too.
+    if result.leftovers and not (result.destroy_failed
+                                 and spec.store is not None):
         found.append("left behind: %s" % ", ".join(result.leftovers[:3]))
     return [v for v in found
             if not any(v.startswith(e) for e in spec.excuses)]

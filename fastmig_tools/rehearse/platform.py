@@ -1,7 +1,7 @@
 """The rehearsal's side of the core's platform seam (no hypervisor).
 
-``ModelPlatform`` has the methods of ``xend_fastmig.platform.XendPlatform``
-(docs/architecture.md, "The platform seam"): it writes a modest image in
+``ModelPlatform`` is the hypervisor side that the model of the patched
+save (``fastmig_tools.models.patched_save``) calls: it writes a modest image in
 rounds that take a stated fixed time, asks for the suspend before the last
 round, and records when the image was sent and when the guest was resumed.
 """

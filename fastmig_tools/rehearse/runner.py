@@ -83,6 +83,8 @@ class RunResult:
     source_destroyed_ms: float | None = None
     handover_ms: float | None = None
     target_sent_err: bool = False
+    # xend's own destroyDomain raised (a store fault hit stock code).
+    destroy_failed: bool = False
     leftovers: list = dataclasses.field(default_factory=list)
     violations: list = dataclasses.field(default_factory=list)
     # How the source learnt that each block backend drained: the core's
@@ -213,6 +215,16 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
         destroy_seconds_per_gb=scenario.destroy_per_gb,
         on_suspend=suspended,
         on_resumed=lambda t: guest.run_again("source"))
+    destroy_failures = []
+    stock_destroy = dominfo.destroyDomain
+
+    def destroy_domain():
+        try:
+            stock_destroy()
+        except Exception:
+            destroy_failures.append(True)
+            raise
+    dominfo.destroyDomain = destroy_domain
     # Through a connection of its own: a fault may have reset xend's.
     cleanups.append(lambda: _forget_on(source_store, domid, dominfo.uuid))
     actors.extend(start_source_backends(source_store, dominfo, guest,
@@ -290,6 +302,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
                      verdict, report, error, source_done, xs_ops, store_ops)
     result.core_log = list(capture.lines)
     result.leftovers = leftovers
+    result.destroy_failed = bool(destroy_failures)
     result.source_destroyed_ms = _ms(dominfo.times.get("domid_cleared"),
                                      guest.suspended_at)
     if platform.image_sent_at is not None:

@@ -75,7 +75,8 @@ def schedules(draw):
         store_fault=draw(st.none() | store_faults()),
         source_fault=draw(st.sampled_from(
             (None, None, None, None, "save", "destroy", "resume"))),
-        destroy_cost=draw(st.sampled_from((0.0, 0.0, 0.02, 0.1))))
+        destroy_cost=draw(st.sampled_from((0.0, 0.0, 0.02, 0.1))),
+        early_release=draw(st.booleans()))
 
 
 @st.composite
@@ -91,4 +92,5 @@ def clean_schedules(draw):
         flavour=draw(st.sampled_from(("xen417", "xen31"))),
         suspend_cancel=draw(st.booleans()),
         hvm=draw(st.booleans()),
-        destroy_cost=draw(st.sampled_from((0.0, 0.05))))
+        destroy_cost=draw(st.sampled_from((0.0, 0.05))),
+        early_release=draw(st.booleans()))

@@ -1,10 +1,12 @@
 """Random schedules against the real handover: the invariants of
 docs/design.md ("Invariants").
 
-Each example runs ``xend_fastmig.checkpoint.save`` (and so the real
-``Handover``) against an embedded xenstore, modelled 3.1 block backends and
-a modelled 3.1 target over a real TCP connection, with the faults the
-schedule draws; ``harness.violations`` must find nothing.
+Each example runs the model of the patched save
+(``fastmig_tools.models.patched_save.save``, and so the real handover),
+with the early release on or off, against an embedded xenstore, modelled
+3.1 block backends and a modelled 3.1 target over a real TCP connection,
+with the faults the schedule draws; ``harness.violations`` must find
+nothing.
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ the core's decisions; behaviour against a real xenstored is proven by the
 integration tests.
 """
 
+import sys
 import threading
 
 
@@ -215,7 +216,12 @@ class FakeXenstore(object):
 
 def write_pv_domain(store, domid, vbds=(51712,), taps=(), vifs=(0,),
                     backend_domid=0, protocol=False):
-    """Write a running 3.1 PV domain's device entries; returns dompath."""
+    """Write a running 3.1 PV domain's device entries; returns dompath.
+
+    As xend 3.1's DevController writes them: the frontend names its
+    backend (``backend``, ``backend-id``: guest-writable), the backend its
+    frontend (``frontend``, ``frontend-id``: dom0's own tree).
+    """
     dompath = "/local/domain/%d" % domid
     store.write(dompath + "/vm", "/vm/uuid-%d" % domid)
     for devclass, devids in (("vbd", vbds), ("tap", taps), ("vif", vifs)):
@@ -231,6 +237,7 @@ def write_pv_domain(store, domid, vbds=(51712,), taps=(), vifs=(0,),
             store.write(front + "/backend-id", str(backend_domid))
             store.write(front + "/state", "4")
             store.write(back + "/frontend", front)
+            store.write(back + "/frontend-id", str(domid))
             store.write(back + "/online", "1")
             store.write(back + "/state", "4")
             store.write("/vm/uuid-%d/device/%s/%s/frontend" % (
@@ -254,14 +261,28 @@ class FakeInfo(dict):
         return self.notes
 
 
+class VmError(Exception):
+    """xend's VmError, as 3.1's DevController.createDevice raises it."""
+
+
 class FakeDomInfo(object):
-    """The XendDomainInfo surface the core uses; records calls in order.
+    """The XendDomainInfo surface the handover uses; records calls in order.
 
     ``journal`` is shared with whatever else a test wants ordered against
-    these calls (socket events, backend drains).
+    these calls (socket events, backend drains).  The patched methods
+    follow the series' hunks: ``_releaseDevices(force=True)`` runs
+    ``release.release_block_devices``, ``testDeviceComplete(io_done=True)``
+    runs ``drain.wait_for_drain``, ``resumeDomain(devices_released=True)``
+    re-creates the devices even for a SUSPEND_CANCEL guest.  As 3.1, the
+    re-creating resume refuses a device whose old backend directory is
+    still there, and libxc refuses a non-cooperative HVM resume; both are
+    logged and swallowed, as xend's resumeDomain does.  ``layout`` (the
+    keywords of ``write_pv_domain``) is what ``_createDevices`` writes
+    again.
     """
 
-    def __init__(self, store, domid=7, journal=None, hvm=False, notes=None):
+    def __init__(self, store, domid=7, journal=None, hvm=False, notes=None,
+                 layout=None, backend_domid=0):
         self.store = store
         self.domid = domid
         self.dompath = "/local/domain/%d" % domid
@@ -272,6 +293,11 @@ class FakeDomInfo(object):
         if journal is None:
             journal = []
         self.journal = journal
+        self.layout = layout
+        self.backend_domid = backend_domid
+        self.state = "suspended"
+        self.releases = []
+        self.resume_errors = []
         self.destroyed_devices = []
 
     def _note(self, what):
@@ -295,22 +321,67 @@ class FakeDomInfo(object):
     def migrateDevices(self, network, dst, step, name):
         self._note("migrateDevices:%d" % step)
 
-    def testMigrateDevices(self, network, dst):
-        self._note("testMigrateDevices")
-
-    def checkLiveMigrateMemory(self):
-        self._note("checkLiveMigrateMemory")
-
     def destroyDomain(self):
         self._note("destroyDomain")
         self.domid = None
+        self.state = "destroyed"
         self.store.remove(self.dompath + "/device")
 
-    def resumeDomain(self):
-        self._note("resumeDomain")
+    def _releaseDevices(self, suspend=False, force=False):
+        self.releases.append((suspend, force))
+        if force:
+            from xend_fastmig import release
+            return release.release_block_devices(self, self.store)
+        if suspend and self.image:
+            self.image.destroy(suspend)
+            return None
+        self._note("_releaseDevices")
+        self.store.remove(self.dompath + "/device")
+        return None
 
-    def testDeviceComplete(self):
+    def testDeviceComplete(self, io_done=False):
+        if io_done:
+            from xend_fastmig import drain
+            return drain.wait_for_drain(self)
         self._note("testDeviceComplete")
+        return None
+
+    def resumeDomain(self, devices_released=False):
+        self._note("resumeDomain")
+        if self.domid is None:
+            return
+        try:
+            fast = bool(self.info.get_notes().get("SUSPEND_CANCEL"))
+            if devices_released:
+                fast = False
+            if not fast:
+                self._releaseDevices()
+                self.testDeviceComplete()
+                self._note("testvifsComplete")
+                self._note("_resetChannels")
+                self._note("_createChannels")
+                self._note("_introduceDomain")
+                self._note("_storeDomDetails")
+                self._createDevices()
+            self._note("domain_resume:%d" % fast)
+            if not fast and self.info.is_hvm():
+                raise RuntimeError("Cannot resume uncooperative HVM guests")
+            self.state = "resumed"
+        except Exception:
+            self.resume_errors.append(str(sys.exc_info()[1]))
+
+    def _createDevices(self):
+        for devclass in ("vbd", "tap"):
+            root = "/local/domain/%d/backend/%s/%d" % (
+                self.backend_domid, devclass, self.domid)
+            left = self.store.list(root)
+            if left:
+                raise VmError("Device %s/%s is already connected."
+                              % (devclass, left[0]))
+        self._note("_createDevices")
+        if self.layout is not None:
+            write_pv_domain(self.store, self.domid,
+                            backend_domid=self.backend_domid, **self.layout)
 
     def getDeviceController(self, devclass):
         dominfo = self
@@ -322,24 +393,21 @@ class FakeDomInfo(object):
                     dominfo.dompath, devclass, devid))
         return Controller()
 
-    def __getattr__(self, name):
-        # The private steps of the re-creating resume, recorded by name.
-        if name.startswith("_") and not name.startswith("__"):
-            def step(*args):
-                self._note(name)
-            return step
-        if name == "testvifsComplete":
-            return lambda: self._note(name)
-        raise AttributeError(name)
-
 
 class FakePlatform(object):
-    """The platform seam: writes a small image, suspends on the way."""
+    """xc_save and the handover's platform seam.
 
-    def __init__(self, journal, image=b"IMAGE" * 10, fail_save=None):
+    ``run_xc_save`` writes a small image and suspends on the way;
+    ``domain_running`` asks the domain objects in ``domains``; ``error``
+    is the XendError stand-in.
+    """
+
+    def __init__(self, journal, image=b"IMAGE" * 10, fail_save=None,
+                 domains=()):
         self.journal = journal
         self.image = image
         self.fail_save = fail_save
+        self.domains = list(domains)
         self.errors = []
 
     def config_string(self, dominfo):
@@ -358,14 +426,15 @@ class FakePlatform(object):
     def write_device_model_state(self, fd, domid):
         self.journal.append("device model state")
 
-    def domain_resume(self, domid, fast):
-        self.journal.append("domain_resume:%d" % fast)
-
-    def resume_store(self, domid):
-        self.journal.append("resume_store")
+    def domain_running(self, domid):
+        for dominfo in self.domains:
+            if dominfo.getDomid() == domid and domid is not None:
+                return dominfo.state in ("running", "resumed")
+        return False
 
     def error(self, message):
-        return RuntimeError(message)
+        return PlatformError(message)
 
-    def invalid_domain(self, domid):
-        return LookupError(domid)
+
+class PlatformError(Exception):
+    """The platform's error (XendError inside xend)."""

@@ -1,4 +1,16 @@
+"""Capture: block devices are named from dom0's own tree, never the guest's."""
+
+from tests.unit.fakes import write_pv_domain
 from xend_fastmig.blockdevs import capture_block_devices
+
+BACKEND = "/local/domain/0/backend/vbd/7/51712"
+FRONTEND = "/local/domain/7/device/vbd/51712"
+# A bystander guest on the same host, and its disk's backend.
+BYSTANDER = "/local/domain/0/backend/vbd/8/51712"
+
+
+def store_domain(store, **kwargs):
+    return write_pv_domain(store, 7, **kwargs)
 
 
 def test_vbd_and_tap_are_captured_with_their_backends(store):
@@ -7,7 +19,8 @@ def test_vbd_and_tap_are_captured_with_their_backends(store):
     assert problems == []
     names = [d.name() for d in devices]
     assert names == ["vbd/51712", "vbd/51728", "tap/51744"]
-    assert devices[0].backend == "/local/domain/0/backend/vbd/7/51712"
+    assert devices[0].backend == BACKEND
+    assert devices[0].backend_domid == 0
     assert devices[0].frontend == dompath + "/device/vbd/51712"
     assert not devices[0].protocol
 
@@ -23,44 +36,55 @@ def test_protocol_is_taken_from_the_backend_domain(store):
     assert [d.protocol for d in devices] == [True]
 
 
-def test_a_backend_without_frontend_is_still_waited_for(store):
-    store.write("/local/domain/0/backend/vbd/7/51760/online", "0")
-    devices, problems = capture_block_devices(store, 7, "/local/domain/7")
-    assert [d.backend for d in devices] == [
-        "/local/domain/0/backend/vbd/7/51760"]
-    assert devices[0].frontend is None
+def test_capture_never_writes(store):
+    dompath = store_domain(store, vbds=(51712, 51728), taps=(51744,))
+    del store.ops[:]
+    capture_block_devices(store, 7, dompath)
+    assert store.ops == []
 
 
-def test_frontend_without_backend_key_is_a_problem(store):
-    dompath = store_domain(store)
-    store.remove(dompath + "/device/vbd/51712/backend")
+def test_a_backend_the_guest_does_not_mention_is_still_captured(store):
+    """dom0's tree is the truth: a guest that deleted its frontend's
+    ``backend`` key (or its whole frontend) still has its disk waited for."""
+    dompath = store_domain(store, vbds=(51712, 51728))
+    store.remove(FRONTEND + "/backend")
+    store.remove(dompath + "/device/vbd/51728")
     devices, problems = capture_block_devices(store, 7, dompath)
-    assert len(problems) == 1
-    assert "no backend key" in problems[0]
+    assert problems == []
+    assert [d.backend for d in devices] == [
+        BACKEND, "/local/domain/0/backend/vbd/7/51728"]
+    # The backend names this domain's own device path: that one may go.
+    assert devices[1].frontend == dompath + "/device/vbd/51728"
 
 
-def test_non_numeric_device_ids_are_problems(store):
-    dompath = store_domain(store, vbds=())
-    store.write(dompath + "/device/vbd/xvda/backend",
-                "/local/domain/0/backend/vbd/7/xvda")
-    store.write("/local/domain/0/backend/tap/7/junk/online", "1")
+def test_a_backend_of_another_frontend_domain_is_a_problem(store):
+    dompath = store_domain(store)
+    store.write(BACKEND + "/frontend-id", "8")
     devices, problems = capture_block_devices(store, 7, dompath)
     assert devices == []
-    assert len(problems) == 2
-    assert "'xvda' is not a number" in problems[0]
-    assert "'junk' is not a number" in problems[1]
+    assert len(problems) == 1
+    assert "names frontend domain '8', not 7" in problems[0]
 
 
-def test_a_strange_backend_path_is_a_problem(store):
+def test_a_backend_naming_another_frontend_keeps_no_frontend(store,
+                                                              xend_log):
+    """Only this domain's own ``device/<vbd|tap>/<devid>`` is ever removed."""
     dompath = store_domain(store)
-    store.write(dompath + "/device/vbd/51712/backend", "/elsewhere")
+    store.write(BACKEND + "/frontend", "/local/domain/8/device/vbd/51712")
     devices, problems = capture_block_devices(store, 7, dompath)
-    assert "unexpected backend path" in problems[0]
+    assert problems == []
+    assert devices[0].backend == BACKEND
+    assert devices[0].frontend is None
+    assert "is left alone" in xend_log.text
 
 
-def store_domain(store, **kwargs):
-    from tests.unit.fakes import write_pv_domain
-    return write_pv_domain(store, 7, **kwargs)
+def test_non_numeric_device_ids_in_dom0s_tree_are_problems(store):
+    dompath = store_domain(store, vbds=())
+    store.write("/local/domain/0/backend/tap/7/junk/frontend-id", "7")
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert devices == []
+    assert len(problems) == 1
+    assert "'junk' is not a number" in problems[0]
 
 
 def test_a_tap_frontend_under_vbd_is_named_by_its_backend(store):
@@ -71,9 +95,71 @@ def test_a_tap_frontend_under_vbd_is_named_by_its_backend(store):
     assert devices[0].frontend == dompath + "/device/vbd/51744"
 
 
-def test_a_backend_of_another_class_is_a_problem(store):
-    dompath = store_domain(store, vbds=())
-    store.write(dompath + "/device/vbd/51712/backend",
-                "/local/domain/0/backend/vif/7/51712")
+def test_a_backend_removed_since_the_listing_has_drained(store):
+    """Gone between the listing and the read (its hotplug cleanup ran)."""
+    dompath = store_domain(store, vbds=(51712, 51728))
+    real_read = store.read
+
+    def read(path):
+        if path == "/local/domain/0/backend/vbd/7/51728/frontend-id":
+            store.remove("/local/domain/0/backend/vbd/7/51728")
+        return real_read(path)
+    store.read = read
     devices, problems = capture_block_devices(store, 7, dompath)
-    assert "unknown class 'vif'" in problems[0]
+    assert problems == []
+    assert [d.name() for d in devices] == ["vbd/51712"]
+
+
+def test_a_driver_domain_named_by_backend_id_is_looked_in(store):
+    """``backend-id`` only picks a tree to look in, indexed by our id."""
+    dompath = store_domain(store, backend_domid=3)
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert problems == []
+    assert [d.backend for d in devices] == [
+        "/local/domain/3/backend/vbd/7/51712"]
+    assert devices[0].backend_domid == 3
+
+
+# ---------------------------------------------------------------------------
+# issue 11, defect 1: a guest rewriting its frontends' backend keys
+# ---------------------------------------------------------------------------
+
+def _bystander(store):
+    write_pv_domain(store, 8, vbds=(51712, 51728), vifs=(0,))
+
+
+def test_a_backend_key_naming_a_bystanders_disk_is_not_used(store,
+                                                             xend_log):
+    dompath = store_domain(store)
+    _bystander(store)
+    store.write(FRONTEND + "/backend", BYSTANDER)
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert problems == []
+    assert [d.backend for d in devices] == [BACKEND]
+    assert "names backend %r" % BYSTANDER in xend_log.text
+    assert "the guest's name is not used" in xend_log.text
+
+
+def test_a_backend_key_naming_dom0s_whole_backend_tree_is_not_used(
+        store, xend_log):
+    dompath = store_domain(store, vifs=(0,))
+    _bystander(store)
+    store.write(FRONTEND + "/backend", "/local/domain/0/backend")
+    store.write(dompath + "/device/vif/0/backend", "/local/domain/0/backend")
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert problems == []
+    assert [d.backend for d in devices] == [BACKEND]
+    assert "'/local/domain/0/backend'" in xend_log.text
+
+
+def test_a_backend_id_naming_a_bystander_finds_nothing_of_it(store):
+    """Pointing ``backend-id`` at guest 8 makes capture look in guest 8's
+    tree under *our* id: nothing there, and guest 8's devices (in dom0's
+    tree under id 8) are never reached."""
+    dompath = store_domain(store)
+    _bystander(store)
+    store.write(FRONTEND + "/backend-id", "8")
+    store.write(FRONTEND + "/backend", BYSTANDER)
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert problems == []
+    assert [d.backend for d in devices] == [BACKEND]

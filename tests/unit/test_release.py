@@ -1,34 +1,46 @@
-from tests.unit.fakes import FakeDomInfo, write_pv_domain
-from xend_fastmig.blockdevs import capture_block_devices
-from xend_fastmig.release import release_devices
+"""The release: what ``_releaseDevices(force=True)`` does to each backend."""
+
+import socket
+
+from tests.unit.fakes import FakeDomInfo, FakePlatform, write_pv_domain
+from xend_fastmig import registry
+from xend_fastmig.blockdevs import BlockDevice, capture_block_devices
+from xend_fastmig.handover import Environment, begin
+from xend_fastmig.options import FastMigrationOptions
+from xend_fastmig.release import (release_block_device,
+                                  release_block_devices,
+                                  tear_down_confirmed)
 
 BACKEND = "/local/domain/0/backend/vbd/7/51712"
 FRONTEND = "/local/domain/7/device/vbd/51712"
+BYSTANDER = "/local/domain/0/backend/vbd/8/51712"
 
 
 def test_classic_backend_goes_offline_and_loses_its_frontend_only(store):
     write_pv_domain(store, 7, vifs=())
     dominfo = FakeDomInfo(store)
-    assert release_devices(dominfo, store, force=True) == []
+    del store.ops[:]
+    assert release_block_devices(dominfo, store) == []
     assert store.read(BACKEND + "/online") == "0"
     assert store.read(FRONTEND) is None
     # The backend directory is the drain signal: never removed by us.
     assert store.read(BACKEND + "/frontend") == FRONTEND
-    assert ("remove", BACKEND) not in store.ops
-    assert store.read("/vm/uuid-7/device/vbd/51712") is None
+    # Exactly two changes; /vm and everything else stay for xend.
+    assert store.ops == [("write", BACKEND + "/online"),
+                         ("remove", FRONTEND)]
 
 
 def test_online_is_written_before_the_frontend_goes(store):
     write_pv_domain(store, 7, vifs=())
     del store.ops[:]
-    release_devices(FakeDomInfo(store), store, force=True)
+    release_block_devices(FakeDomInfo(store), store)
     assert store.ops.index(("write", BACKEND + "/online")) < \
         store.ops.index(("remove", FRONTEND))
 
 
 def test_protocol_backend_gets_a_forced_shutdown_request(store):
     write_pv_domain(store, 7, vifs=(), protocol=True)
-    release_devices(FakeDomInfo(store), store, force=True)
+    release_block_devices(FakeDomInfo(store), store)
     assert store.read(BACKEND + "/shutdown-request") == "force"
     assert store.read(BACKEND + "/online") == "1"
     assert store.read(FRONTEND + "/backend") == BACKEND
@@ -36,52 +48,130 @@ def test_protocol_backend_gets_a_forced_shutdown_request(store):
 
 def test_tap_devices_are_released_like_vbds(store):
     write_pv_domain(store, 7, vbds=(), taps=(51744,), vifs=())
-    release_devices(FakeDomInfo(store), store, force=True)
+    release_block_devices(FakeDomInfo(store), store)
     assert store.read("/local/domain/0/backend/tap/7/51744/online") == "0"
     assert store.read("/local/domain/7/device/vbd/51744") is None
 
 
-def test_other_devices_go_through_stock_forced_destroy(store):
+def test_non_block_devices_are_left_for_the_destroy(store):
+    """No forced destroyDevice of vifs (and so none on a guest-named
+    path): they go with the source copy, or stay for its resume."""
     write_pv_domain(store, 7, vifs=(0, 1))
     dominfo = FakeDomInfo(store)
-    release_devices(dominfo, store, force=True)
-    assert dominfo.destroyed_devices == [("vif", "0", True),
-                                         ("vif", "1", True)]
+    release_block_devices(dominfo, store)
+    assert dominfo.destroyed_devices == []
+    assert store.read("/local/domain/7/device/vif/0/backend") == \
+        "/local/domain/0/backend/vif/7/0"
+    assert store.read("/local/domain/0/backend/vif/7/1/online") == "1"
 
 
 def test_a_failing_block_release_is_reported_not_raised(store):
     write_pv_domain(store, 7, vbds=(51712, 51728), vifs=())
-    store.fail["write"] = ("/local/domain/0/backend/vbd/7/51728",
-                           13)
-    failed = release_devices(FakeDomInfo(store), store, force=True)
+    store.fail["write"] = ("/local/domain/0/backend/vbd/7/51728", 13)
+    failed = release_block_devices(FakeDomInfo(store), store)
     assert failed == ["vbd/51728"]
     assert store.read(BACKEND + "/online") == "0"
 
 
-def test_captured_devices_are_used_when_given(store):
+def test_an_unreadable_store_is_reported_not_raised(store, mocker):
+    write_pv_domain(store, 7)
+    mocker.patch("xend_fastmig.release.capture_block_devices",
+                 side_effect=RuntimeError(5, "EIO"))
+    assert release_block_devices(FakeDomInfo(store), store) == ["(all)"]
+    assert store.read(BACKEND + "/online") == "1"
+
+
+def test_a_handovers_captured_devices_are_used(store):
+    """Within a handover the release uses what was captured, not what the
+    guest may have rewritten since."""
     write_pv_domain(store, 7, vifs=())
-    devices = capture_block_devices(store, 7, "/local/domain/7")[0]
-    store.remove(FRONTEND + "/backend")
-    assert release_devices(FakeDomInfo(store), store, force=True,
-                           devices=devices) == []
+    write_pv_domain(store, 8, vifs=())
+    dominfo = FakeDomInfo(store)
+    source, target = socket.socketpair()
+    try:
+        env = Environment(store, FakePlatform([], domains=[dominfo]),
+                          FastMigrationOptions())
+        handover = begin(dominfo, source, False, env)
+        handover.devices = capture_block_devices(store, 7,
+                                                 dominfo.dompath)[0]
+        # Both the frontend's key and dom0's listing change afterwards.
+        store.write(FRONTEND + "/backend", BYSTANDER)
+        store.write("/local/domain/0/backend/vbd/7/51728/frontend-id", "7")
+        assert dominfo._releaseDevices(force=True) == []
+        assert store.read(BACKEND + "/online") == "0"
+        assert store.read("/local/domain/0/backend/vbd/7/51728/online") \
+            is None
+        assert store.read(BYSTANDER + "/online") == "1"
+    finally:
+        registry.release(dominfo, handover)
+        source.close()
+        target.close()
+
+
+# ---------------------------------------------------------------------------
+# release_block_device: one transaction, only while the backend exists
+# ---------------------------------------------------------------------------
+
+def _device(protocol=False, frontend=FRONTEND):
+    return BlockDevice("vbd", "51712", BACKEND, 0, frontend, protocol)
+
+
+def test_a_vanished_backend_is_not_recreated(store):
+    """Issue 11, defect 7: a hotplug cleanup removed the directory after
+    the capture: writing ``online`` would re-create it for good."""
+    write_pv_domain(store, 7, vifs=())
+    store.remove(BACKEND)
+    del store.ops[:]
+    assert release_block_device(store, _device()) is False
+    assert store.read(BACKEND) is None
+    assert store.ops == []
+    assert release_block_device(store, _device(protocol=True)) is False
+    assert store.read(BACKEND) is None
+    assert store.ops == []
+
+
+def test_the_release_is_one_transaction_rooted_at_the_top(store):
+    write_pv_domain(store, 7, vifs=())
+    opened = []
+    real = store.xstransact
+
+    def transaction(path=""):
+        t = real(path)
+        opened.append(path)
+        return t
+    transaction.Read = real.Read
+    store.xstransact = transaction
+    assert release_block_device(store, _device()) is True
+    assert opened == [""]
+
+
+def test_a_conflicting_commit_is_retried(store, mocker):
+    write_pv_domain(store, 7, vifs=())
+    mocker.patch.object(store.xstransact, "commit",
+                        side_effect=[False, True])
+    assert release_block_device(store, _device()) is True
     assert store.read(BACKEND + "/online") == "0"
 
 
-def test_without_force_it_is_stock_release(store):
-    write_pv_domain(store, 7, vifs=(0,))
-    dominfo = FakeDomInfo(store)
-    release_devices(dominfo, store)
-    assert store.list("/local/domain/7/device/vbd") == []
-    assert store.list("/local/domain/7/device/vif") == []
-    assert store.read(BACKEND + "/online") == "1"
-    assert dominfo.destroyed_devices == []
+def test_a_frontend_left_out_by_the_capture_is_not_removed(store):
+    write_pv_domain(store, 7, vifs=())
+    release_block_device(store, _device(frontend=None))
+    assert store.read(BACKEND + "/online") == "0"
+    assert store.read(FRONTEND + "/backend") == BACKEND
 
 
-def test_suspending_an_hvm_domain_only_stops_its_device_model(store,
-                                                               mocker):
-    write_pv_domain(store, 7)
-    dominfo = FakeDomInfo(store)
-    dominfo.image = mocker.Mock()
-    release_devices(dominfo, store, suspend=True, force=True)
-    dominfo.image.destroy.assert_called_once_with(True)
-    assert store.read(BACKEND + "/online") == "1"
+def test_tear_down_after_shutdown_done_goes_classic(store):
+    """A drained protocol backend must still go away before a resume can
+    re-create the device."""
+    write_pv_domain(store, 7, vifs=(), protocol=True)
+    store.write(BACKEND + "/shutdown-done", "")
+    assert tear_down_confirmed(store, _device(protocol=True)) is True
+    assert store.read(BACKEND + "/online") == "0"
+    assert store.read(FRONTEND) is None
+
+
+def test_tear_down_of_a_classic_backend_writes_nothing(store):
+    write_pv_domain(store, 7, vifs=())
+    del store.ops[:]
+    assert tear_down_confirmed(store, _device()) is True
+    assert store.ops == []
