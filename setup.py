@@ -16,12 +16,15 @@ setup(
     long_description_content_type="text/markdown",
     license="GPL-2.0-only",
     packages=find_packages(include=["xend_fastmig", "fastmig_tools", "fastmig_tools.*"]),
-    package_data={"fastmig_tools.xenstore": ["*.c"], "fastmig_tools": ["data/*"]},
+    package_data={"fastmig_tools.xenstore": ["*.c"], "fastmig_tools": ["data/*"],
+                  "fastmig_tools.xendharness": ["py2/*.py", "py2/lowlevel/*.py"]},
     python_requires=">=2.4",
     extras_require={
         "test": [
             "pytest>=7",
             "pytest-mock>=3",
+            # Every xend harness test carries its own deadline.
+            "pytest-timeout>=2",
             "hypothesis>=6",
             "vermin>=1.5",
             # So that the rehearsal's --plot is tested, not skipped.

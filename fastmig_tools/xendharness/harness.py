@@ -276,6 +276,9 @@ class TwoHosts:
                 ev = h.backend_events()
                 pending += sum(1 for e in ev if e["event"] == "dispatch") - \
                     sum(1 for e in ev if e["event"] == "landed")
+                if h.backend_flavour != "hung":
+                    pending += sum(1 for e in ev if e["event"] == "unregister") - \
+                        sum(1 for e in ev if e["event"] == "removed")
             if pending <= 0:
                 return
             time.sleep(0.02)
@@ -396,6 +399,18 @@ class TwoHosts:
                 parts = path.split("/")
                 if len(parts) == 3 and "/vm/" + parts[2] not in keep_uuids:
                     problems.append("vm dir " + path)
+            gone_paths = []
+            for (_conn, path, _token) in h.live_watches():
+                parts = path.split("/")
+                if path.startswith("/local/domain/") and len(parts) > 3 \
+                        and parts[3] not in keep | {"0"}:
+                    gone_paths.append(path)
+                elif path.startswith("/local/domain/0/backend/") and len(parts) > 6 \
+                        and parts[6] not in keep:
+                    gone_paths.append(path)
+                elif path.startswith("/vm/") and "/vm/" + parts[2] not in keep_uuids:
+                    gone_paths.append(path)
+            problems.extend("watch " + p for p in gone_paths)
             procs = h.processes() if h.xend_alive else []
             problems.extend("process " + p for p in procs)
             mem = [f for f in os.listdir(h.hv_dir / "mem")] if (h.hv_dir / "mem").exists() else []

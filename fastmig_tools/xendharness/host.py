@@ -243,6 +243,33 @@ class Host:
             h.close()
         return out
 
+    def live_watches(self) -> list:
+        """(connection, path, token) of every watch still registered, read
+        from the daemon's request trace (WATCH minus UNWATCH, per
+        connection; a closed connection drops its watches)."""
+        trace = os.path.join(self.xenstored.directory, "trace.log")
+        live = {}
+        with open(trace, errors="replace") as f:
+            for line in f:
+                if line.startswith("IN "):
+                    parts = line.split(None, 5)
+                    if len(parts) < 6:
+                        continue
+                    conn, what, rest = parts[1], parts[4], parts[5]
+                    if what in ("WATCH", "UNWATCH"):
+                        fields = rest.strip().strip("()").split()
+                        if len(fields) >= 2:
+                            key = (conn, fields[0], fields[1])
+                            if what == "WATCH":
+                                live[key] = True
+                            else:
+                                live.pop(key, None)
+                elif line.startswith("DESTROY connection"):
+                    conn = line.split()[2] if len(line.split()) > 2 else None
+                    for key in [k for k in live if k[0] == conn]:
+                        live.pop(key)
+        return sorted(live)
+
     def backend_events(self) -> list:
         p = self.dir / "backend.log"
         if not p.exists():
