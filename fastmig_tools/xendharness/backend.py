@@ -79,7 +79,8 @@ class Backend:
         self.devices: dict[str, Device] = {}
         self.work: queue.Queue = queue.Queue()
         self.lock = threading.Lock()
-        self.private_dirs = self._private_dirs(os.path.dirname(log_path))
+        self.host_dir = os.path.dirname(log_path)
+        self.private_dirs = self._private_dirs(self.host_dir)
         # udev of the 3.1 era ran events in parallel, and the scripts then
         # meet on their lock, whose waiters sleep a whole second after five
         # spins: 16 disks took ~10 s here.  By default one event at a time
@@ -115,6 +116,13 @@ class Backend:
         detail.update(t=time.time(), event=event)
         with self.log_lock:
             self.log_file.write(json.dumps(detail) + "\n")
+
+    def _fault(self, name: str) -> bool:
+        try:
+            with open(os.path.join(self.host_dir, "backend-faults.json")) as f:
+                return bool(json.load(f).get(name))
+        except (OSError, ValueError):
+            return False
 
     def read(self, path: str):
         try:
@@ -272,6 +280,16 @@ class Backend:
         argv = ["bash", os.path.join(self.scripts, name)]
         if command:
             argv.append(command)
+        if command == "add" and self._fault("hotplug_fail"):
+            # What the script's own `fatal` writes when the backing device
+            # is missing on this host.  (With the device hidden from the
+            # script, 3.1's `block` died in write_dev without writing
+            # anything, and xend then waits its full 100 s.)
+            self.write(dev.path + "/hotplug-error", "harness fault: backing device missing")
+            self.write(dev.path + "/hotplug-status", "error")
+            self.log("script", backend=dev.path, script=name, command=command,
+                     status=1, seconds=0.0, stderr="harness fault")
+            return False
         argv = self.private_dirs + argv
         if self.udev_parallel:
             t0 = time.time()

@@ -240,14 +240,17 @@ class TwoHosts:
         the guest's blkif recovery (if it runs) is done."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if not self.target.xend_alive:
-                return None
-            doms = [d for d in self.domains(self.target)
-                    if not d["dying"]]
+            try:
+                doms = [d for d in self.domains(self.target) if not d["dying"]]
+            except HostError:
+                if not self.target.xend_alive:
+                    self._wait_backends_idle()
+                    return None
+                raise
             running = [d for d in doms if not d["paused"] and not d["shutdown"]]
             if running:
                 domid = running[0]["domid"]
-                if self._recovered(self.target, domid):
+                if self._recovered(self.target, domid) and not self._hypervisor_busy(guest):
                     self._wait_backends_idle()
                     return domid
             elif not doms and self._restore_finished():
@@ -255,6 +258,12 @@ class TwoHosts:
                 return None
             time.sleep(0.02)
         return None
+
+    def _hypervisor_busy(self, guest: Guest) -> bool:
+        """The source is still inside domain_destroy (its memory teardown)."""
+        if not self.source.xend_alive:
+            return False
+        return any(d["dying"] for d in self.domains(self.source))
 
     def _recovered(self, host: Host, domid: int) -> bool:
         events = host.call("guest_events")
@@ -300,6 +309,12 @@ class TwoHosts:
     def fail_in_stream(self, host: Host | None = None) -> None:
         """xc_restore fails after reading the image: restore raises in the stream."""
         (host or self.target).set_helper_faults(restore_fail_in_stream=True)
+
+    def fail_hotplug(self, host: Host | None = None) -> None:
+        """The backing device is gone on that host: the tree's ``block add``
+        fails and writes ``hotplug-status`` = error, so waitForDevices fails."""
+        p = (host or self.target).dir / "backend-faults.json"
+        p.write_text('{"hotplug_fail": true}')
 
     def fail_unpause(self, host: Host | None = None) -> None:
         """The hypervisor refuses to unpause the restored domain."""

@@ -318,6 +318,14 @@ class xc(object):
             _notify("destroyed", d.domid)
         return 0
 
+    @_logged("domain_destroy_hook")
+    def domain_destroy_hook(self, dom):
+        # The 2007-06-08 tree's xc.c: an ia64-only NVRAM save; nothing on x86.
+        return 0
+
+    def nvram_init(self, *args, **kwargs):
+        return 0
+
     @_logged("domain_shutdown")
     def domain_shutdown(self, dom, reason):
         d = _domain(dom)
