@@ -243,10 +243,13 @@ class TwoHosts:
             try:
                 doms = [d for d in self.domains(self.target) if not d["dying"]]
             except HostError:
+                # A target being killed answers with a reset before its
+                # process is reaped.
+                time.sleep(0.1)
                 if not self.target.xend_alive:
                     self._wait_backends_idle()
                     return None
-                raise
+                continue
             running = [d for d in doms if not d["paused"] and not d["shutdown"]]
             if running:
                 domid = running[0]["domid"]

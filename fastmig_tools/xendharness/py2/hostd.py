@@ -163,6 +163,16 @@ def op_threads():
     return [t.getName() for t in threading.enumerate()]
 
 
+def op_stacks():
+    """Every thread's stack (to see where xend waits)."""
+    names = dict((t.ident, t.getName()) for t in threading.enumerate())
+    out = {}
+    for ident, frame in sys._current_frames().items():
+        out["%s-%s" % (names.get(ident, "?"), ident)] = "".join(
+            traceback.format_stack(frame))
+    return out
+
+
 def op_exit():
     threading.Timer(0.05, lambda: os._exit(0)).start()
 
