@@ -195,7 +195,7 @@ class TwoHosts:
     def _devid(self, guest: Guest, index: int) -> str:
         h = guest.host.xs()
         try:
-            base = "/local/domain/%d/device/%s" % (guest.domid, guest.devclass)
+            base = "/local/domain/%d/device/vbd" % guest.domid
             devs = sorted((str(d) for d in h.ls("", base) or []), key=int)
         finally:
             h.close()

@@ -124,6 +124,16 @@ class Host:
         )
         env.pop("XEND_DEBUG", None)
         self.env = env
+        # xend first: its start rewrites /local/domain/0 (recreate of dom0),
+        # which would wipe what a dom0 kernel advertises there.
+        self.control_path = str(self.dir / "control.sock")
+        self.xend_proc = subprocess.Popen(
+            [str(python27()), str(self.prepared.py2_dir / "hostd.py"),
+             self.control_path, str(self.port), str(self.prepared.helper_dir)],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=open(self.dir / "xend.stderr", "wb"), cwd=str(self.dir),
+            start_new_session=True, text=True)
+        self._expect_ready(self.xend_proc, "xend", "xend.stderr")
         benv = dict(env)
         benv["PYTHONPATH"] = str(_REPO)
         self.backend_proc = subprocess.Popen(
@@ -134,14 +144,6 @@ class Host:
             stderr=open(self.dir / "backend.stderr", "wb"),
             start_new_session=True, text=True)
         self._expect_ready(self.backend_proc, "backend", "backend.stderr")
-        self.control_path = str(self.dir / "control.sock")
-        self.xend_proc = subprocess.Popen(
-            [str(python27()), str(self.prepared.py2_dir / "hostd.py"),
-             self.control_path, str(self.port), str(self.prepared.helper_dir)],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=open(self.dir / "xend.stderr", "wb"), cwd=str(self.dir),
-            start_new_session=True, text=True)
-        self._expect_ready(self.xend_proc, "xend", "xend.stderr")
 
     def _expect_ready(self, proc, what, stderr_name) -> None:
         ready = []
@@ -235,7 +237,9 @@ class Host:
                     v = h.read("", path)
                 except Exception:
                     return
-                out[path] = None if v is None else v.decode(errors="replace")
+                if v is None:
+                    return          # no such node
+                out[path] = v.decode(errors="replace")
                 for child in h.ls("", path) or []:
                     walk(path.rstrip("/") + "/" + (child if isinstance(child, str) else child.decode()))
             walk(root)

@@ -110,7 +110,9 @@ class GuestKernel(object):
 
     def devices(self):
         found = []
-        for cls in ("vbd", "tap"):
+        # blkfront's frontends are device/vbd/<devid> whether the backend
+        # is blkback (backend/vbd) or blktap (backend/tap).
+        for cls in ("vbd",):
             base = "%s/device/%s" % (self.dompath, cls)
             for dev in self.handle.ls("", base) or []:
                 backend = self.handle.read("", "%s/%s/backend" % (base, dev))
@@ -155,14 +157,14 @@ class GuestKernel(object):
     def suspend(self):
         """Requests armed by the test are on the ring when the guest stops."""
         mem = self.memory()
-        backends = dict(((cls, dev), be) for cls, dev, be in self.devices())
+        backends = dict((dev, be) for cls, dev, be in self.devices())
         inflight = []
         versions = mem.setdefault("versions", {})
         for req in mem.get("armed", []):
             key = "%s/%s" % (req["dev"], req["slot"])
             version = versions.get(key, 0) + 1
             versions[key] = version
-            be = backends.get((req.get("class", "vbd"), str(req["dev"])))
+            be = backends.get(str(req["dev"]))
             entry = {"dev": str(req["dev"]), "class": req.get("class", "vbd"),
                      "slot": req["slot"], "version": version}
             try:
@@ -182,17 +184,17 @@ class GuestKernel(object):
     def recover(self):
         """blkif_recover: re-issue what was in flight, then write newer data."""
         mem = self.memory()
-        backends = dict(((cls, dev), be) for cls, dev, be in self.devices())
+        backends = dict((dev, be) for cls, dev, be in self.devices())
         writer = "%s-dom%d" % (HOST, self.domid)
         versions = mem.setdefault("versions", {})
         try:
             for req in mem.get("inflight", []):
-                be = backends.get((req["class"], req["dev"]))
+                be = backends.get(req["dev"])
                 ring_request(be, req["slot"], req["version"], 0, writer, True)
             _event("recovered", domid=self.domid,
                    reissued=len(mem.get("inflight", [])))
             for req in mem.get("inflight", []):
-                be = backends.get((req["class"], req["dev"]))
+                be = backends.get(req["dev"])
                 key = "%s/%s" % (req["dev"], req["slot"])
                 versions[key] = versions.get(key, 0) + 1
                 ring_request(be, req["slot"], versions[key], 0, writer, True)
