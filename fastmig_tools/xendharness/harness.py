@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -108,6 +109,7 @@ class TwoHosts:
                                else target_destroy_seconds_per_gb),
                            first_domid=11, workdir=self.workdir)
         self.images: list[str] = []
+        self._domids_used: set = set()
         self.kernel = os.path.join(self.workdir, "vmlinuz-harness")
         Path(self.kernel).write_bytes(b"\x7fELF harness guest kernel\n")
 
@@ -124,6 +126,13 @@ class TwoHosts:
     def stop(self) -> None:
         for h in (self.source, self.target):
             h.stop()
+        for d in self._domids_used:
+            for f in ("/tmp/xen.qemu-dm.%s", "/var/lib/xen/qemu-save.%s",
+                      "/var/lib/xen/xen.qemu-dm.%s"):
+                try:
+                    os.unlink(f % d)
+                except OSError:
+                    pass
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self):
@@ -162,9 +171,9 @@ class TwoHosts:
                            % ("tap" if devclass == "tap" else "vbd", uname, vdev))
         args = "root=/dev/xvda1" + (" suspend_cancel" if suspend_cancel else "")
         if hvm:
-            image = ("(image (hvm (kernel /usr/lib/xen/boot/hvmloader) "
-                     "(device_model %s) (vnc 0) (serial none)))" % self._device_model())
-            Path("/usr/lib/xen/boot").mkdir(parents=True, exist_ok=True)
+            image = ("(image (hvm (kernel %s) (device_model %s) (vnc 0) "
+                     "(vncunused 0) (sdl 0) (serial '') (boot c)))"
+                     % (self.kernel, self._device_model()))
         else:
             image = "(image (linux (kernel %s) (ramdisk '') (args '%s')))" % (
                 self.kernel, args)
@@ -173,10 +182,16 @@ class TwoHosts:
                   "%s %s)" % (name, uuid, memory_mb, memory_mb, image,
                               " ".join(devices)))
         domid = host.call("create", config=config)
+        self._domids_used.add(str(domid))
         return Guest(name, domid, host, paths, devclass, memory_mb, hvm, config, uuid)
 
     def _device_model(self) -> str:
-        raise NotImplementedError("HVM guests need the device-model stand-in")
+        path = os.path.join(self.workdir, "qemu-dm")
+        if not os.path.exists(path):
+            Path(path).write_text("#!/bin/sh\nexec %s %s \"$@\"\n" % (
+                sys.executable, Path(__file__).with_name("devicemodel.py")))
+            os.chmod(path, 0o755)
+        return path
 
     def arm_inflight(self, guest: Guest, delay: float | list = 0.2,
                      slots_per_disk: int = 1) -> None:
@@ -230,6 +245,12 @@ class TwoHosts:
         timings = self.timings(guest)
         if r is not None:
             timings.migrate_returned = r["end"]
+        for host in self.hosts():
+            if host.xend_alive:
+                self._domids_used.update(str(d["domid"]) for d in self.domains(host))
+        self._domids_used.add(str(guest.domid))
+        self._domids_used.update(str(e["domid"]) for e in self.target.helper_events()
+                                 if "domid" in e)
         if target_domid is not None:
             guest.host = self.target
             guest.domid = target_domid
@@ -350,8 +371,11 @@ class TwoHosts:
         src_calls = self.source.call("xc_calls") if self.source.xend_alive else []
         t = Timings()
         for c in src_calls:
-            if c["call"] == "guest:SCHEDOP_shutdown" and c["args"][1] == 2 \
-                    and c["args"][0] == guest.domid and t.suspended is None:
+            # A PV guest suspends itself; an HVM guest without PV drivers
+            # is suspended by xend through the hypervisor.
+            if c["call"] in ("guest:SCHEDOP_shutdown", "domain_shutdown") \
+                    and c["args"][1] == 2 and c["args"][0] == guest.domid \
+                    and t.suspended is None:
                 t.suspended = c["t"]
             if c["call"] == "domain_destroy" and c["args"][0] == guest.domid:
                 t.source_destroyed = c["end"]
@@ -430,12 +454,22 @@ class TwoHosts:
                     gone_paths.append(path)
             problems.extend("watch " + p for p in gone_paths)
             procs = h.processes() if h.xend_alive else []
-            problems.extend("process " + p for p in procs)
+            problems.extend("process " + p for p in procs
+                            if not any(" -d %s " % d in p + " " for d in keep))
             mem = [f for f in os.listdir(h.hv_dir / "mem")] if (h.hv_dir / "mem").exists() else []
             problems.extend("guest memory file %s" % f for f in mem if f not in keep)
-            for f in os.listdir("/tmp"):
-                if f.startswith("xen.qemu-dm."):
-                    problems.append("temp file /tmp/" + f)
             if problems:
                 found[h.name] = problems
+        # The device-model state files are at fixed paths of the machine
+        # (both hosts share them); domids differ between the hosts.
+        files = []
+        for folder, prefix in (("/tmp", "xen.qemu-dm."), ("/var/lib/xen", "qemu-save.")):
+            if os.path.isdir(folder):
+                files.extend(os.path.join(folder, f) for f in os.listdir(folder)
+                             if f.startswith(prefix) and f[len(prefix):] in self._domids_used)
+        for f in ("/var/lib/xen/xen.qemu-dm.%s" % d for d in self._domids_used):
+            if os.path.exists(f):
+                files.append(f)
+        if files:
+            found["machine"] = ["temp file " + f for f in sorted(files)]
         return found

@@ -123,6 +123,7 @@ class Host:
             HARNESS_DESTROY_SECONDS_PER_GB=str(self.destroy_seconds_per_gb),
         )
         env.pop("XEND_DEBUG", None)
+        env["HARNESS_QEMU_SAVE"] = self._qemu_save_pattern()
         self.env = env
         # xend first: its start rewrites /local/domain/0 (recreate of dom0),
         # which would wipe what a dom0 kernel advertises there.
@@ -144,6 +145,17 @@ class Host:
             stderr=open(self.dir / "backend.stderr", "wb"),
             start_new_session=True, text=True)
         self._expect_ready(self.backend_proc, "backend", "backend.stderr")
+
+    def _qemu_save_pattern(self) -> str:
+        """Where this tree's xend reads the device model's saved state (the
+        tree's qemu-dm writes it there)."""
+        text = (self.prepared.python_dir / "xen" / "xend" /
+                "XendCheckpoint.py").read_text(errors="replace")
+        for pattern in ("/var/lib/xen/qemu-save.%d", "/tmp/xen.qemu-dm.%d"):
+            if pattern in text:
+                return pattern
+        raise HostError("cannot tell where %s's xend reads qemu-dm's state"
+                        % self.prepared.source)
 
     def _expect_ready(self, proc, what, stderr_name) -> None:
         ready = []
@@ -312,7 +324,12 @@ class Host:
                     cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            ppid, pgid = int(fields[1]), int(fields[2])
+            state, ppid, pgid = fields[0], int(fields[1]), int(fields[2])
             if int(pid) not in roots and (ppid in roots or pgid in roots):
-                found.append(cmd.strip())
+                if state == "Z":
+                    with open("/proc/%s/stat" % pid) as f:
+                        comm = f.read().split("(", 1)[1].rsplit(")", 1)[0]
+                    found.append("zombie %s (%s, unreaped)" % (pid, comm))
+                else:
+                    found.append(cmd.strip())
         return found

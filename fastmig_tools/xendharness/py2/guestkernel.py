@@ -91,6 +91,8 @@ class GuestKernel(object):
 
     # -- life cycle ---------------------------------------------------
     def start(self):
+        if self.memory().get("hvm"):
+            return     # no PV drivers: xend shuts it down via the hypervisor
         self.handle.watch(self.dompath + "/control/shutdown", "shutdown")
         self.thread.start()
         self.connect_frontends()

@@ -146,6 +146,11 @@ def op_xc_calls():
     return xcmod.calls()
 
 
+def op_xc(method, args):
+    """Call the hypervisor stand-in directly (as a later patch's code would)."""
+    return getattr(xcmod.xc(), method)(*args)
+
+
 def op_guest_events():
     return list(guestkernel.events)
 
