@@ -86,7 +86,11 @@ def pytest_runtest_makereport(item, call):
 
 # -- xend harness (tests/xend): a Xen tree's real xend on two hosts -------
 
-XEN_TREES_DIR = "/work/shared/xen"
+import os as _os
+
+# The issue's "../shared/xen" beside the checkout; $FASTMIG_XEN_TREES overrides.
+XEN_TREES_DIR = _os.path.normpath(_os.path.join(
+    _os.path.dirname(_os.path.abspath(__file__)), "..", "..", "shared", "xen"))
 XEN_TREES = ("3.1.0", "unstable-2007-06-08")
 
 
@@ -94,10 +98,9 @@ XEN_TREES = ("3.1.0", "unstable-2007-06-08")
 def xen_tree(request):
     """Each Xen tree in XEN_TREES_DIR ($FASTMIG_XEN_TREES overrides the folder);
     a missing tree fails, never skips."""
-    import os
-    base = os.environ.get("FASTMIG_XEN_TREES", XEN_TREES_DIR)
-    path = os.path.join(base, request.param)
-    if not os.path.isdir(os.path.join(path, "tools", "python", "xen", "xend")):
+    base = _os.environ.get("FASTMIG_XEN_TREES", XEN_TREES_DIR)
+    path = _os.path.join(base, request.param)
+    if not _os.path.isdir(_os.path.join(path, "tools", "python", "xen", "xend")):
         pytest.fail("Xen tree %s missing (set FASTMIG_XEN_TREES)" % path,
                     pytrace=False)
     return path
