@@ -403,6 +403,40 @@ class TwoHosts:
                     t.unpaused = c["t"]
         return t
 
+    def hypervisor_calls(self, host: Host, since: int = 0) -> list:
+        """The host's hypervisor calls from index ``since`` on, as
+        (call, args) with domids renamed in order of appearance (d0 is dom0,
+        then d1, d2, ...), polling calls (domain_getinfo, handle) left out:
+        two trees' runs of the same operation compare equal when they make
+        the same calls."""
+        names = {0: "d0"}
+
+        def domid(value) -> str:
+            value = int(value)
+            if value not in names:
+                names[value] = "d%d" % len(names)
+            return names[value]
+
+        out = []
+        for c in host.call("xc_calls")[since:]:
+            if c["call"] in ("domain_getinfo", "handle"):
+                continue
+            args = []
+            for i, a in enumerate(c["args"]):
+                text = str(a)
+                key, _, value = text.partition("=")
+                if i == 0 and isinstance(a, int):
+                    text = domid(a)
+                elif key in ("domid", "dom") and value.isdigit():
+                    text = "%s=%s" % (key, domid(value))
+                elif key == "handle":
+                    text = "handle=<uuid>"      # the VM's uuid differs per run
+                elif key == "image":
+                    text = "image=<kernel>"
+                args.append(text)
+            out.append((c["call"], tuple(args), "error" if "error" in c else "ok"))
+        return out
+
     def disk_verdict(self):
         events = []
         for h in self.hosts():

@@ -151,6 +151,11 @@ def op_xc(method, args):
     return getattr(xcmod.xc(), method)(*args)
 
 
+def op_option(name):
+    """An xend-config.sxp option as xend reads it (None if unset)."""
+    return xoptions.get_config_value(name)
+
+
 def op_guest_events():
     return list(guestkernel.events)
 
