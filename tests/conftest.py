@@ -133,5 +133,12 @@ def xend_pair(xen_tree, request):
             for h in pair.hosts():
                 request.node.add_report_section(
                     "teardown", "xend log of %s" % h.name, h.xend_log()[-20000:])
+                try:
+                    stacks = h.call("stacks", timeout=10)
+                except Exception as e:  # a dead xend has no stacks to give
+                    stacks = {"-": str(e)}
+                request.node.add_report_section(
+                    "teardown", "xend threads of %s" % h.name,
+                    "\n".join("%s\n%s" % kv for kv in sorted(stacks.items())))
         pair.stop()
 

@@ -362,6 +362,25 @@ class TwoHosts:
         t.start()
         return t
 
+    def reset_target_in_stream(self, timeout: float = 30.0) -> threading.Thread:
+        """The target host goes down while the image streams in: its
+        relocation socket, with unread data, answers the source with a
+        reset.  The image is made large enough (64 MiB per GB) to be caught
+        in flight."""
+        self.set_image_bytes_per_gb(64 << 20)
+
+        def watch():
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                if any(e["helper"] == "xc_restore" and e["what"] == "start"
+                       for e in self.target.helper_events()):
+                    self.target.kill_xend()
+                    return
+                time.sleep(0.001)
+        t = threading.Thread(target=watch, daemon=True)
+        t.start()
+        return t
+
     def set_image_bytes_per_gb(self, n: int) -> None:
         for h in self.hosts():
             h.set_helper_faults(image_bytes_per_gb=n)

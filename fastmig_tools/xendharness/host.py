@@ -203,9 +203,14 @@ class Host:
             pass
 
     def kill_xend(self) -> None:
-        """The host's xend dies (SIGKILL): its sockets reset, nothing cleans up."""
+        """The host's xend dies (SIGKILL to it and the helpers it runs, as
+        when the host goes down): its sockets close, a socket with unread
+        data resets, nothing cleans up."""
         if self.xend_proc is not None and self.xend_proc.poll() is None:
-            os.kill(self.xend_proc.pid, signal.SIGKILL)
+            try:
+                os.killpg(self.xend_proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.xend_proc.wait(timeout=10)
 
     @property

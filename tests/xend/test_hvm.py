@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -36,6 +37,11 @@ def test_hvm_live_migration(xend_pair, xen_tree):
         # /var/lib/xen/xen.qemu-dm.<domid>: the device model finds nothing.
         assert left["machine"] == ["temp file /var/lib/xen/qemu-save.%d"
                                    % result.target_domid]
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(
+                p.startswith("process zombie") for p in left.get("target", [])):
+            time.sleep(0.05)
+            left = pair.leftovers(keep_domids={"target": [result.target_domid]})
         assert [p for p in left["target"] if p.startswith("process zombie")]
 
 

@@ -93,6 +93,7 @@ class GuestKernel(object):
     def start(self):
         if self.memory().get("hvm"):
             return     # no PV drivers: xend shuts it down via the hypervisor
+        self.handle.watch(self.wake_path(), "wake")
         self.handle.watch(self.dompath + "/control/shutdown", "shutdown")
         self.thread.start()
         self.connect_frontends()
@@ -103,8 +104,25 @@ class GuestKernel(object):
             threading.Thread(target=self.recover, name="blkif_recover-%d"
                              % self.domid).start()
 
+    def wake_path(self):
+        return "/harness/guest-kernel/%d" % self.domid
+
     def stop(self):
+        """The domain is gone.  Closing the handle here, while the kernel's
+        thread sits in read_watch on it, freezes the whole process in
+        libxenstore's close (xs.c's close keeps the GIL), so the thread is
+        woken through a watch and closes its own handle."""
         self.stopped = True
+        if not self.thread.isAlive():
+            self._close()
+            return
+        waker = xen.lowlevel.xs.xs()
+        try:
+            waker.write("", self.wake_path(), "stop")
+        finally:
+            waker.close()
+
+    def _close(self):
         try:
             self.handle.close()
         except Exception:
@@ -126,15 +144,46 @@ class GuestKernel(object):
         for cls, dev, backend in self.devices():
             self.handle.write("", "%s/device/%s/%s/state"
                               % (self.dompath, cls, dev), "4")
+            # blkfront's otherend watch: it follows the backend's state.
+            self.handle.watch(backend + "/state", "backend-state")
+
+    def backend_changed(self):
+        """blkfront: backend Closing -> close our end (frontend Closed)."""
+        for cls, dev, backend in self.devices():
+            try:
+                state = self.handle.read("", backend + "/state")
+            except Exception:
+                state = None
+            front = "%s/device/%s/%s/state" % (self.dompath, cls, dev)
+            if state == "5" and self.handle.read("", front) not in (None, "6"):
+                self.handle.write("", front, "6")
+                _event("frontend_closed", domid=self.domid, dev=dev)
 
     def _main(self):
+        try:
+            self._watch_loop()
+        finally:
+            try:
+                self.handle.rm("", self.wake_path())
+            except Exception:
+                pass
+            self._close()
+
+    def _watch_loop(self):
         while not self.stopped:
             try:
                 path, token = self.handle.read_watch()
             except Exception:
-                return   # handle closed: the domain is gone
+                return
             if self.stopped:
                 return
+            info = xcmod.domain_info(self.domid)
+            if info is None:
+                return
+            if token == "backend-state":
+                if not info["paused"] and not info["shutdown"]:
+                    self.backend_changed()
+                continue
             try:
                 reason = self.handle.read("", self.dompath + "/control/shutdown")
             except Exception:
