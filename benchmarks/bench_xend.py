@@ -87,6 +87,10 @@ def main() -> int:
     ap.add_argument("--slow-write", type=float, default=2.5,
                     help="a slow (failing-over) storage write, seconds")
     ap.add_argument("--trees", nargs="*", default=list(TREES))
+    ap.add_argument("--sizes", default=",".join(str(g) for g in SIZES_GB),
+                    help="memory sizes in GB, comma separated")
+    ap.add_argument("--quiet", action="store_true",
+                    help="accepted for the benchmark tests' common command line")
     args = ap.parse_args()
     print("xend harness: real xend of each tree, hypervisor stand-in destroy "
           "%.2f s/GB, %d run(s) each (medians), PV guest, 1 disk, live"
@@ -98,14 +102,14 @@ def main() -> int:
             print()
             print("== %s, %s" % (name, label))
             print("   memory    gate(s)  blackout(s)")
-            for gb in SIZES_GB:
+            for gb in [float(g) for g in args.sizes.split(",")]:
                 gates, blackouts = [], []
                 for _ in range(args.runs):
                     r, _v, _o = migrate_once(tree, config, gb, args.seconds_per_gb)
                     gates.append(r.timings.gate)
                     blackouts.append(r.timings.blackout)
                 med = lambda xs: None if None in xs else statistics.median(xs)
-                print("   %3d GB    %s   %s" % (gb, fmt(med(gates)), fmt(med(blackouts))))
+                print("   %3g GB    %s   %s" % (gb, fmt(med(gates)), fmt(med(blackouts))))
             for delay in (args.write, args.slow_write):
                 r, verdict, _o = migrate_once(tree, config, 1, args.seconds_per_gb,
                                               write_delay=delay)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -95,10 +96,14 @@ class TwoHosts:
                                         patches if target_patches is None
                                         else target_patches)
         self.workdir = tempfile.mkdtemp(prefix="xendharness-")
+        # Device-model state files live at machine-wide paths named by
+        # domid (/tmp/xen.qemu-dm.<domid>); random domid ranges keep this
+        # pair's apart from anyone else's on the machine.
+        base = random.randrange(100, 16000)
         self.source = Host(self.source_tree, "source", backend=backend,
                            xend_config=xend_config,
                            destroy_seconds_per_gb=destroy_seconds_per_gb,
-                           first_domid=1, workdir=self.workdir)
+                           first_domid=base, workdir=self.workdir)
         self.target = Host(self.target_tree, "target",
                            backend=target_backend or backend,
                            xend_config=(xend_config if target_xend_config is None
@@ -107,7 +112,7 @@ class TwoHosts:
                                destroy_seconds_per_gb
                                if target_destroy_seconds_per_gb is None
                                else target_destroy_seconds_per_gb),
-                           first_domid=11, workdir=self.workdir)
+                           first_domid=base + 16000, workdir=self.workdir)
         self.images: list[str] = []
         self._domids_used: set = set()
         self.kernel = os.path.join(self.workdir, "vmlinuz-harness")
@@ -216,7 +221,7 @@ class TwoHosts:
             h.close()
         return devs[index]
 
-    def wait_running(self, host: Host, domid: int, timeout: float = 10.0) -> bool:
+    def wait_running(self, host: Host, domid: int, timeout: float = 30.0) -> bool:
         deadline = time.time() + timeout
         while time.time() < deadline:
             for d in host.call("list"):
@@ -300,7 +305,7 @@ class TwoHosts:
         return "Restore failed" in log or "XendCheckpoint.restore" in log \
             or not self.target.helper_events()
 
-    def _wait_backends_idle(self, timeout: float = 10.0) -> None:
+    def _wait_backends_idle(self, timeout: float = 30.0) -> None:
         """Let in-flight requests land so the disk check sees the end state."""
         deadline = time.time() + timeout
         while time.time() < deadline:

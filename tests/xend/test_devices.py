@@ -59,10 +59,11 @@ def test_hung_source_backend_on_3_1_0(xend_pair):
     30 s, and then carry on.)"""
     pair = xend_pair(backend="hung", target_backend="classic")
     guest = pair.create_guest(disks=1)
+    source_domid = guest.domid
     pair.arm_inflight(guest, delay=0.01)
     result = pair.migrate(guest)
     assert result.target_domid is not None
     assert pair.wait_running(pair.target, result.target_domid)
     left = pair.leftovers(keep_domids={"target": [result.target_domid]})["source"]
-    assert "backend /local/domain/0/backend/vbd/1/51712" in left
+    assert "backend /local/domain/0/backend/vbd/%d/51712" % source_domid in left
     assert not any(e["event"] == "landed" for e in pair.source.backend_events())

@@ -37,7 +37,7 @@ def test_hvm_live_migration(xend_pair, xen_tree):
         # /var/lib/xen/xen.qemu-dm.<domid>: the device model finds nothing.
         assert left["machine"] == ["temp file /var/lib/xen/qemu-save.%d"
                                    % result.target_domid]
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline and not any(
                 p.startswith("process zombie") for p in left.get("target", [])):
             time.sleep(0.05)

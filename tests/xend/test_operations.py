@@ -9,7 +9,7 @@ import pytest
 pytestmark = [pytest.mark.xend, pytest.mark.timeout(120)]
 
 
-def wait_for(predicate, timeout=10.0):
+def wait_for(predicate, timeout=30.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
@@ -52,6 +52,8 @@ def test_checkpoint_with_suspend_cancel(xend_pair):
     domain resumes "fast" on its existing device connections."""
     pair = xend_pair()
     guest = pair.create_guest(disks=1, suspend_cancel=True)
+    backend = vbd_backends(pair.source)[0]
+    assert wait_for(lambda: pair.source.store_tree(backend).get(backend + "/state") == "4")
     before = pair.source.store_tree("/local/domain/0/backend/vbd")
     pair.save(guest, os.path.join(pair.workdir, "ckpt.save"), checkpoint=True)
     assert pair.wait_running(pair.source, guest.domid)

@@ -65,7 +65,7 @@ def test_same_hypervisor_calls_as_the_unpatched_tree(xend_pair, xen_tree, tmp_pa
             pair.destroy(guest)
         else:
             pair.shutdown(guest, operation)
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline:
             doms = [d["domid"] for d in pair.domains(pair.source)]
             if guest.domid not in doms and (operation != "reboot" or doms):
@@ -73,6 +73,10 @@ def test_same_hypervisor_calls_as_the_unpatched_tree(xend_pair, xen_tree, tmp_pa
             time.sleep(0.02)
         if operation == "reboot":
             assert pair.wait_running(pair.source, doms[0])
+        while time.time() < deadline and not any(
+                c["call"] == "domain_destroy" and c["args"] == [guest.domid]
+                and "end" in c for c in pair.source.call("xc_calls")):
+            time.sleep(0.02)
         pair._wait_backends_idle()
         logs.append(pair.hypervisor_calls(pair.source, since=start))
     assert logs[0] == logs[1]

@@ -71,7 +71,7 @@ def test_waitfordevices_failure_is_swallowed(xend_pair):
     assert pair.wait_running(pair.target, result.target_domid)
     assert "could not be connected" in pair.target.xend_log()
     backend = "/local/domain/0/backend/vbd/%d/51712" % result.target_domid
-    deadline = time.time() + 10
+    deadline = time.time() + 30
     while time.time() < deadline and pair.target.store_tree(backend):
         time.sleep(0.05)
     assert pair.target.store_tree(backend) == {}
