@@ -53,7 +53,8 @@ setup(
         "Topic :: System :: Systems Administration",
     ],
     packages=find_packages(include=["xend_fastmig", "fastmig_tools", "fastmig_tools.*"]),
-    package_data={"fastmig_tools.xenstore": ["*.c"], "fastmig_tools": ["data/*"]},
+    package_data={"fastmig_tools.xenstore": ["*.c"], "fastmig_tools": ["data/*"],
+                  "fastmig_tools.xendharness": ["py2/*.py", "py2/lowlevel/*.py"]},
     # The tools' minimum; xend_fastmig's own 2.4+ does not come through pip.
     python_requires=">=3.10",
     extras_require={
