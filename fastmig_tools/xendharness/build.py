@@ -109,6 +109,10 @@ def _build(tree: Path, patches: list[Path], dest: Path, py27: Path) -> None:
         for part in ("python", "examples"):
             shutil.copytree(tree / "tools" / part, work / "tools" / part,
                             symlinks=True)
+        # A series may document what it adds (xend-config.sxp's man page).
+        if (tree / "docs" / "man").is_dir():
+            shutil.copytree(tree / "docs" / "man", work / "docs" / "man",
+                            symlinks=True)
         for p in patches:
             r = subprocess.run(["patch", "-p1", "--fuzz=0", "--batch",
                                 "--no-backup-if-mismatch", "-i", str(Path(p).resolve())],
