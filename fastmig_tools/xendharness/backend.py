@@ -42,6 +42,7 @@ import threading
 import time
 
 from fastmig_tools.xendharness.disk import write_block
+from fastmig_tools.xendharness.reaping import script_limits
 from fastmig_tools.xenstore.real import lowlevel_module
 
 BACKEND_ROOT = "/local/domain/0/backend"
@@ -294,12 +295,13 @@ class Backend:
         if self.udev_parallel:
             t0 = time.time()
             r = subprocess.run(argv, env=env, capture_output=True, text=True,
-                               timeout=_SCRIPT_TIMEOUT)
+                               timeout=_SCRIPT_TIMEOUT, preexec_fn=script_limits)
         else:
             with self.udev_lock:
                 t0 = time.time()
                 r = subprocess.run(argv, env=env, capture_output=True, text=True,
-                                   timeout=_SCRIPT_TIMEOUT)
+                                   timeout=_SCRIPT_TIMEOUT,
+                                   preexec_fn=script_limits)
         self.log("script", backend=dev.path, script=name, command=command,
                  status=r.returncode, seconds=time.time() - t0,
                  stderr=r.stderr[-500:])

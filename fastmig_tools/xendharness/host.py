@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from fastmig_tools.xenstore.real import ManagedXenstored
+from fastmig_tools.xendharness.reaping import die_with_parent
 from fastmig_tools.xendharness.build import PreparedTree, python27
 
 __all__ = ["Host", "HostError", "free_port"]
@@ -133,7 +134,8 @@ class Host:
              self.control_path, str(self.port), str(self.prepared.helper_dir)],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=open(self.dir / "xend.stderr", "wb"), cwd=str(self.dir),
-            start_new_session=True, text=True)
+            start_new_session=True, text=True,
+            preexec_fn=die_with_parent)
         self._expect_ready(self.xend_proc, "xend", "xend.stderr")
         benv = dict(env)
         benv["PYTHONPATH"] = str(_REPO)
@@ -143,7 +145,8 @@ class Host:
              str(self.dir / "ring.sock"), str(self.dir / "backend.log")],
             env=benv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=open(self.dir / "backend.stderr", "wb"),
-            start_new_session=True, text=True)
+            start_new_session=True, text=True,
+            preexec_fn=die_with_parent)
         self._expect_ready(self.backend_proc, "backend", "backend.stderr")
 
     def _qemu_save_pattern(self) -> str:

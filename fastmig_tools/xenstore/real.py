@@ -64,6 +64,12 @@ _MODULE_LOCK = threading.Lock()
 _module_cache: dict[Path, ModuleType] = {}
 
 
+def _die_with_parent() -> None:
+    """``preexec_fn``: the kernel SIGKILLs the daemon when we exit."""
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 class XenstoredUnavailable(Exception):
     """The real daemon cannot be run here; the message says what to install."""
 
@@ -225,7 +231,9 @@ class ManagedXenstored:
             self._res.proc = subprocess.Popen(
                 argv, cwd=tmpdir, env=env, stdin=subprocess.DEVNULL,
                 stdout=self._res.log_file, stderr=subprocess.STDOUT,
-                start_new_session=True)  # a terminal's ^C is ours to forward
+                # A terminal's ^C is ours to forward; and the daemon must
+                # not outlive a test run that was killed.
+                start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as e:
             self.stop()
             raise XenstoredUnavailable(
