@@ -97,10 +97,12 @@ class RehearsalDomainInfo(ModelDomainInfo):
 
 
 def start_source_backends(host_store, dominfo: ModelDomainInfo,
-                          guest: GuestIO, backend: str) -> list:
+                          guest: GuestIO, backend: str,
+                          teardown: float = 0.0) -> list:
     """One backend actor per disk of ``dominfo``, each on its own
-    connection, holding that disk's in-flight requests.  On failure the
-    actors already started are stopped."""
+    connection, holding that disk's in-flight requests; ``teardown``
+    seconds pass between a drain and udev's hotplug cleanup.  On failure
+    the actors already started are stopped."""
     factory = BACKEND_FACTORIES[backend]
     if backend == "shutdown-request":
         advertise_shutdown_request(dominfo.store, dominfo.backend_domid)
@@ -117,7 +119,7 @@ def start_source_backends(host_store, dominfo: ModelDomainInfo,
                                  INFLIGHT)
             api = host_store.api(thread_name="blkback-watcher")
             actor = factory(api.store(), device.backend, requests=requests,
-                            on_complete=landed,
+                            on_complete=landed, hotplug_delay=teardown,
                             name="%s-%d" % (device.devclass, device.devid))
             actors.append((actor, api))
             actor.start()
