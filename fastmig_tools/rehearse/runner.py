@@ -230,6 +230,13 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
         for actor, _api in actors:
             actor.set_suspend_time(t)
 
+    def resumed(t):
+        if dominfo.resume_path == "fast":
+            guest.carry_on("source", t, lambda: _wait_for_landings(
+                guest, actors, scenario))
+        else:
+            guest.run_again("source")
+
     dominfo = RehearsalDomainInfo(
         store, domid, "guest%d" % domid,
         vbds=specs if scenario.disk_class == "vbd" else [],
@@ -239,7 +246,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
         memory_gb=scenario.memory_gb,
         destroy_seconds_per_gb=scenario.destroy_per_gb,
         on_suspend=suspended,
-        on_resumed=lambda t: guest.run_again("source"))
+        on_resumed=lambda t: resumed(t))
     # Through a connection of its own: a fault may have reset xend's.
     cleanups.append(lambda: _forget_on(source_store, domid, dominfo.uuid))
     actors.extend(start_source_backends(source_store, dominfo, guest,
@@ -309,6 +316,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
 
     target.wait_idle(_deadline(scenario))
     _wait_for_landings(guest, actors, scenario)
+    guest.join(_LANDING_SLACK)
     if source_store.embedded is not None:
         # A fault no request took must not hit the checks.
         source_store.embedded.clear_faults()
