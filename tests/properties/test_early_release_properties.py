@@ -1,0 +1,86 @@
+"""Random schedules with the early release on (issue 12): xc_save failing
+in the last round, the target failing during it, and everything
+``schedules()`` draws besides; the invariants of docs/design.md and the
+early release's own (``early_release.early_release_violations``) hold.
+
+``HYPOTHESIS_PROFILE=full`` runs 1000 examples (conftest.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, note
+
+from tests.properties import tally
+from tests.properties.early_release import early_release_violations
+from tests.properties.harness import (Schedule, TargetPlan, run_schedule,
+                                      violations)
+from tests.properties.strategies import early_release_schedules
+from xend_fastmig.handover import RESUMED
+
+pytestmark = pytest.mark.timeout(3600)
+
+
+def _check(schedule):
+    note(repr(schedule))
+    out = run_schedule(schedule)
+    found = violations(out) + early_release_violations(out)
+    tally.count(found)
+    if out.report is not None:
+        note(out.report.summary())
+    note("save error: %r" % (out.save_error,))
+    return out, found
+
+
+@given(early_release_schedules())
+def test_the_early_release_keeps_every_invariant(schedule):
+    assert schedule.early_release
+    _out, found = _check(schedule)
+    assert found == [], found
+
+
+def _released_then(schedule):
+    """A run that certainly released at the suspend before it failed."""
+    out, found = _check(schedule)
+    assert found == [], found
+    assert out.report.early_release
+    assert [c for c in out.dominfo.called("_releaseDevices") if c[2][1]]
+    return out
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("suspend_cancel", [False, True])
+def test_xc_save_failing_after_the_release_resumes_on_new_devices(
+        suspend_cancel):
+    from tests.properties.harness import Device
+    out = _released_then(Schedule(
+        devices=(Device(delays=(0.05,)), Device("tap", delays=(0.01,))),
+        suspend_cancel=suspend_cancel, source_fault="save",
+        last_round=0.03, teardown=0.03, early_release=True))
+    assert out.report.outcome == RESUMED
+    resumes = out.dominfo.called("xc.domain_resume")
+    assert [args[1] for _t, _n, args in resumes] == [False]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("action", ["err", "reset", "hangup"])
+def test_a_target_failing_in_the_last_round_leaves_the_guest_at_the_source(
+        action):
+    from tests.properties.harness import Device
+    out = _released_then(Schedule(
+        devices=(Device(delays=(0.02,)),), suspend_cancel=True,
+        target=TargetPlan("last-round", action, 0.01), last_round=0.1,
+        teardown=0.03, early_release=True))
+    assert out.report.outcome == RESUMED
+    assert not out.target.running and out.target.eof_at is None
+
+
+def test_the_check_catches_a_fast_resume_after_the_release():
+    class Dominfo:
+        def called(self, name):
+            return {"_releaseDevices": [(1.0, name, (False, True))],
+                    "xc.domain_resume": [(2.0, name, (7, True))]}[name]
+    out = dataclasses.make_dataclass("Out", ["dominfo"])(Dominfo())
+    assert early_release_violations(out) == [
+        "resumed fast (SUSPEND_CANCEL) on torn-down devices"]
