@@ -49,6 +49,9 @@ __all__ = ["FaultSpec", "FAULTS", "parse_fault", "apply_fault",
 
 # Scheduling noise allowed on top of a run's own deadlines (seconds).
 HANDOVER_SLACK = 2.0
+# xend_fastmig.handover.SUSPENDED: what the core reports for a source copy
+# it could not resume.
+_SUSPENDED = "suspended at the source, running nowhere"
 
 # What ``@WHEN`` means, per unit, for --help and --list-faults.
 WHEN_HELP = {
@@ -439,11 +442,6 @@ def source_faults(scenario, dominfo):
 # ---------------------------------------------------------------------------
 # the invariants
 # ---------------------------------------------------------------------------
-
-# xend_fastmig.handover.SUSPENDED: what the core reports for a source copy
-# it could not resume.
-_SUSPENDED = "suspended at the source, running nowhere"
-
 
 def violations(result) -> list[str]:
     """Every invariant (docs/design.md, "Invariants") that ``result`` (a

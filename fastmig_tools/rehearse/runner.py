@@ -246,12 +246,13 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
         memory_gb=scenario.memory_gb,
         destroy_seconds_per_gb=scenario.destroy_per_gb,
         on_suspend=suspended,
-        on_resumed=lambda t: resumed(t))
+        on_resumed=lambda t: guest.run_again("source"))
     # Through a connection of its own: a fault may have reset xend's.
     cleanups.append(lambda: _forget_on(source_store, domid, dominfo.uuid))
     actors.extend(start_source_backends(source_store, dominfo, guest,
                                         scenario.backend,
                                         scenario.teardown_ms / 1000.0))
+    dominfo.on_resumed = resumed
     cleanups.append(lambda: stop_backends(source_store, actors))
 
     target = TargetHost(target_store, guest, memory_gb=scenario.memory_gb,

@@ -16,7 +16,7 @@ from tests.properties import tally
 from tests.properties.early_release import early_release_violations
 from tests.properties.harness import (Schedule, TargetPlan, run_schedule,
                                       violations)
-from tests.properties.strategies import early_release_schedules
+from tests.properties.early_strategies import early_release_schedules
 from xend_fastmig.handover import RESUMED
 
 pytestmark = pytest.mark.timeout(3600)
