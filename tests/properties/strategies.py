@@ -92,4 +92,3 @@ def clean_schedules(draw):
         suspend_cancel=draw(st.booleans()),
         hvm=draw(st.booleans()),
         destroy_cost=draw(st.sampled_from((0.0, 0.05))))
-
