@@ -202,3 +202,50 @@ def test_stock_loses_the_guest_when_the_target_says_err_in_the_last_round():
     result = run_once(_scenario("stock", "target-err-last-round"))
     assert result.outcome == LOST
     assert "lost after the target said (err ...)" in result.violations
+
+
+# ---------------------------------------------------------------------------
+# the backend model
+# ---------------------------------------------------------------------------
+
+def test_a_frontend_gone_during_a_shutdown_request_drain_still_unregisters():
+    """shutdown-request and the frontend's removal in one wake-up (the
+    early release, then a resume's teardown right after): the frontend's
+    event waits for the drain, as on a real xenwatch, and the backend
+    directory goes."""
+    import uuid as uuidlib
+
+    from fastmig_tools.models.blkback import ShutdownRequestBlkback, Xenwatch
+    from fastmig_tools.models.guest import write_domain_layout
+    from fastmig_tools.xenstore.embedded import EmbeddedXenstore
+    from fastmig_tools.xenstore.xend_api import XendApi
+
+    store = EmbeddedXenstore()
+    apis = [XendApi(store.connect()), XendApi(store.connect())]
+    actor = None
+    try:
+        xst = apis[0].xstransact
+        layout = write_domain_layout(apis[0].store(), 7, "guest7",
+                                     str(uuidlib.uuid4()), vbds=["/dev/x"])
+        device = layout.vbds[0]
+        xenwatch = Xenwatch()
+        actor = ShutdownRequestBlkback(apis[1].store(), device.backend,
+                                       xenwatch=xenwatch).start()
+        # Another backend's callback holds dom0's xenwatch: both events
+        # reach this one together.
+        other = object()
+        assert xenwatch._try_acquire(other)
+        seen = (actor.backend_events, actor.frontend_events)
+        xst.Write(device.backend, "shutdown-request", "force")
+        xst.Remove(device.frontend)
+        assert actor.wait_for(lambda a: a.backend_events > seen[0]
+                              and a.frontend_events > seen[1], 5.0)
+        xenwatch._release(other)
+        assert actor.wait_shutdown_done(5.0)
+        assert actor.wait_removed(5.0), actor.events
+        assert xst.Read(device.backend) is None
+    finally:
+        if actor is not None:
+            actor.stop()
+        for api in apis:
+            api.close()
