@@ -60,8 +60,6 @@ setup(
         "test": [
             "pytest>=7",
             "pytest-mock>=3",
-            # Per-test timeouts (@pytest.mark.timeout).
-            "pytest-timeout>=2",
             "hypothesis>=6",
             "vermin>=1.5",
             # A real DEP-3 reader (deb822) for the patch headers' test.
