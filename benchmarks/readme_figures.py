@@ -14,11 +14,11 @@ Sections (``--list`` prints them):
   against memory;
 * ``matrix`` (expensive, about five minutes): the fault matrix, identical
   consecutive rows folded;
-* ``bench-policies``, ``bench-drain`` (expensive, about 15 and 2
-  minutes): the two benchmarks' tables.
+* ``bench-policies``, ``bench-drain``, ``bench-early-release``
+  (expensive, about 15, 2 and 10 minutes): the benchmarks' tables.
 
     python3 benchmarks/readme_figures.py            # regenerate the cheap sections
-    python3 benchmarks/readme_figures.py --all      # every section (about 25 minutes)
+    python3 benchmarks/readme_figures.py --all      # every section (about 35 minutes)
     python3 benchmarks/readme_figures.py --section matrix
     python3 benchmarks/readme_figures.py --check    # exit 1 if README disagrees
 
@@ -82,6 +82,10 @@ SECTIONS = {s.name: s for s in (
     Section("bench-drain", False,
             (sys.executable, "benchmarks/bench_drain.py", "--quiet"),
             "python3 benchmarks/bench_drain.py", "about 2 minutes"),
+    Section("bench-early-release", False,
+            (sys.executable, "benchmarks/bench_early_release.py",
+             "--quiet"),
+            "python3 benchmarks/bench_early_release.py", "about 10 minutes"),
 )}
 
 
@@ -338,7 +342,7 @@ def main(argv=None) -> int:
                         help="re-run the cheap sections and exit 1 if "
                         "README disagrees (writes nothing)")
     parser.add_argument("--all", action="store_true",
-                        help="also the expensive sections (about 25 min)")
+                        help="also the expensive sections (about 35 min)")
     parser.add_argument("--section", action="append", metavar="NAME",
                         help="only this section (may be repeated)")
     parser.add_argument("--readme", default=str(README), metavar="FILE",

@@ -544,7 +544,13 @@ class ClassicBlkback:
             return
         if be_dirty:
             self._backend_changed()
-        if fe_dirty and not self._draining and not self.unregistered:
+        if fe_dirty and self._draining and not self.unregistered:
+            # The backend change just started a drain: the kernel's
+            # xenwatch queues the frontend's event behind it, never drops
+            # it (a frontend gone meanwhile must still unregister).
+            with self._cond:
+                self._fe_dirty = True
+        elif fe_dirty and not self.unregistered:
             self._frontend_changed(self._frontend_state())
 
     def _backend_changed(self) -> None:

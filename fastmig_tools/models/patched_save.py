@@ -6,8 +6,10 @@ The rehearsal and the property tests run the real handover
 xend calls it: ``begin`` right before save's ``try``, ``suspended`` once xc_save
 was told ``done``, ``run`` in place of "destroy, then wait", ``failed`` in
 place of save's ``resumeDomain``, ``finish`` at the end.  The hypervisor
-side (xc_save, the device model) is the platform's; the domain object is
-the caller's (``fastmig_tools.models.guest.ModelDomainInfo``).
+side (xc_save, the device model) is the platform's; a platform with
+``xc_save_told_done()`` hears when ``done`` is written (xc_save's last round
+starts then, while the handler goes on).  The domain object is the
+caller's (``fastmig_tools.models.guest.ModelDomainInfo``).
 """
 from __future__ import annotations
 
@@ -85,7 +87,12 @@ def save(fd, dominfo, network, live, dst, checkpoint=False, sock=None, *,
                                    domain_name)
             if hvm:
                 dominfo._releaseDevices(True)
-            # Here 3.1 writes "done" back to xc_save.
+            # Here 3.1 writes "done" back to xc_save, a process of its
+            # own: the last round is sent from now on, whatever xend does
+            # next.
+            told_done = getattr(platform, "xc_save_told_done", None)
+            if told_done is not None:
+                told_done()
             if handover:
                 handover.suspended()
 

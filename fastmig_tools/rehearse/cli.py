@@ -17,7 +17,8 @@ from fastmig_tools.rehearse.plot import (
     PlotUnavailable, check_plot_target, plot_blackout)
 from fastmig_tools.rehearse.report import format_point, json_document
 from fastmig_tools.rehearse.scenario import (
-    BACKENDS, LIMITS, MAX_DESTROY_SECONDS, MEMORY_LIMITS_GB, POLICIES,
+    BACKENDS, DEFAULT_POLICIES, LIMITS, MAX_DESTROY_SECONDS,
+    MEMORY_LIMITS_GB, POLICIES, TEARDOWN_MS,
     XENSTOREDS, Scenario, ScenarioError, format_size, parse_count,
     parse_memory, parse_milliseconds, parse_number)
 from fastmig_tools.rehearse.faults import (
@@ -55,8 +56,10 @@ the target / resumed at the source / lost / running twice.  --verbose
 adds the core's log (fastmig's one-line handover summary).
 
 Fixed costs (stated, not measured): live memory rounds --precopy (1 s,
-outside the blackout), stop-and-copy 30 ms, target completeRestore +
-waitForDevices 20 ms.  Destroying a domain costs --destroy-per-gb (0.6 s/GB,
+outside the blackout), stop-and-copy --last-round 30 ms, target
+completeRestore + waitForDevices 20 ms, a classic backend's hotplug
+cleanup after its drain --teardown 30 ms (Xen 3.1's script took 29-39 ms
+here).  Destroying a domain costs --destroy-per-gb (0.6 s/GB,
 measured on later Xen: xen-devel 2014-12 msg00649) times its memory.
 In-flight request delays: lognormal, median 5 ms, sigma 0.8, capped 50 ms.
 """
@@ -74,6 +77,7 @@ EPILOG = """\
 examples:
   xend-fastmig rehearse
   xend-fastmig rehearse --policies stock,fastmig --slow-write 2500
+  xend-fastmig rehearse --policies fastmig,fastmig-late --last-round 300 --json
   xend-fastmig rehearse --target-fails-after-image
   xend-fastmig rehearse --sweep memory=1G,2G,4G,8G --runs 3 --plot blackout.png
   xend-fastmig rehearse --xenstored real --json > result.json
@@ -157,9 +161,11 @@ def _duration(ms):
 def _configure(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     low_gb, high_gb = MEMORY_LIMITS_GB
-    add("--policies", type=_policies, default=list(POLICIES),
-        metavar="A,B", help="policies to run, in this order "
-        "(default: %s)" % ",".join(POLICIES))
+    add("--policies", type=_policies, default=list(DEFAULT_POLICIES),
+        metavar="A,B", help="policies to run, in this order (default: "
+        "%s; also fastmig-late: fastmig with the block devices released "
+        "only after the image, (xend-fast-migration-early-release no))"
+        % ",".join(DEFAULT_POLICIES))
     add("--memory", type=_typed(parse_memory), default=2.0,
         metavar="SIZE", help="guest memory, e.g. 512M, 2G (default 2G; "
         "%s..%s: no PV guest boots with less, and 1 TB is the largest "
@@ -200,6 +206,16 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     add("--drain-timeout", type=_seconds("drain_timeout_ms"),
         default=30.0, metavar="MS", help="fastmig's drain deadline "
         "(default 30s; %s)" % _span("drain_timeout_ms", "ms"))
+    add("--teardown", type=_milliseconds("teardown_ms"),
+        default=TEARDOWN_MS, metavar="MS", help="from a classic block "
+        "backend's drain to udev's hotplug cleanup removing its directory "
+        "(default %g: Xen 3.1's xen-hotplug-cleanup took 29-39 ms per run "
+        "against a real xenstored here; %s)"
+        % (TEARDOWN_MS, _span("teardown_ms", "ms")))
+    add("--last-round", type=_seconds("last_round_ms"), default=0.030,
+        metavar="MS", help="the stop-and-copy round after the suspend "
+        "(default 30ms; %s; inside every blackout)"
+        % _span("last_round_ms", "ms"))
     add("--seed", type=int, default=1, help="seed of the request delays")
     add("--json", action="store_true", help="print one JSON document "
         "(no progress unless --progress)")
@@ -245,6 +261,7 @@ def build_scenario(args) -> Scenario:
         xenstored=args.xenstored,
         target_fails_after_image=args.target_fails_after_image,
         precopy_seconds=args.precopy, drain_timeout=args.drain_timeout,
+        teardown_ms=args.teardown, last_round_seconds=args.last_round,
         seed=args.seed)
     scenario.validate()
     return scenario

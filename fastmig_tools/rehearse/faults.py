@@ -24,7 +24,11 @@ refuse it.  ``describe_faults()`` is what ``--list-faults`` prints.
   after the source copy was destroyed (stock's moment);
 * the source's part ends within its deadlines;
 * nothing of a destroyed guest is left in the source's xenstore (a hung
-  backend keeps its own directory, under every policy).
+  backend keeps its own directory, under every policy);
+* the source copy never resumes fast (SUSPEND_CANCEL) once its block
+  devices were force-released: it comes back on re-created devices;
+* a source copy left suspended (3.1 cannot resume an HVM guest without
+  its cooperation) is reported as such by fastmig's core.
 
 What cannot be detected: a backend that removes its directory before it
 has drained (``remove-before-drain``, a buggy kernel) looks drained to any
@@ -45,6 +49,9 @@ __all__ = ["FaultSpec", "FAULTS", "parse_fault", "apply_fault",
 
 # Scheduling noise allowed on top of a run's own deadlines (seconds).
 HANDOVER_SLACK = 2.0
+# xend_fastmig.handover.SUSPENDED: what the core reports for a source copy
+# it could not resume.
+_SUSPENDED = "suspended at the source, running nowhere"
 
 # What ``@WHEN`` means, per unit, for --help and --list-faults.
 WHEN_HELP = {
@@ -167,6 +174,35 @@ _FAULT_LIST = [
        target=("verdict", "oversized")),
     _f("target-silent", "the target runs and never answers (the source "
        "times out reading the verdict)", target=("verdict", "silent")),
+    _f("xc-save-fails", "xc_save fails in the last memory round, after "
+       "the suspend (with the early release: after the block devices were "
+       "released), while a slow write keeps them draining",
+       knobs=(("xc_save_fails", True), ("slow_write_ms", 300.0))),
+    _f("xc-save-fails-suspend-cancel", "xc_save fails in the last round; "
+       "a SUSPEND_CANCEL guest, which stock resumes fast on its devices: "
+       "once they were released it must be resumed on re-created ones",
+       knobs=(("xc_save_fails", True), ("suspend_cancel", True),
+              ("slow_write_ms", 300.0))),
+    _f("xc-save-fails-hvm", "xc_save fails in the last round of an HVM "
+       "guest: Xen 3.1 cannot resume it (non-cooperative), under stock "
+       "too; it must be reported as suspended at the source",
+       knobs=(("xc_save_fails", True), ("hvm", True),
+              ("slow_write_ms", 300.0)), stock_loses=True,
+       # The target's restore answers (err ...) to the source's reset;
+       # no policy can bring an HVM guest back on 3.1 whatever it hears.
+       excuses=("lost after",)),
+    _f("target-err-last-round", "the target's restore fails while the "
+       "source still sends the last memory round, and it says (err ...)",
+       knobs=(("last_round_seconds", 0.1), ("slow_write_ms", 300.0)),
+       target=("last-round", "err"), when_default=20.0, when_unit="MS",
+       when_help="when the target fails (the last round lasts 100 ms)",
+       stock_loses=True),
+    _f("target-reset-last-round", "the target resets the connection while "
+       "the source still sends the last memory round",
+       knobs=(("last_round_seconds", 0.1), ("slow_write_ms", 300.0)),
+       target=("last-round", "reset"), when_default=20.0, when_unit="MS",
+       when_help="when the target resets (the last round lasts 100 ms)",
+       stock_loses=True),
     _f("source-capture", "an exception while capturing the block devices",
        source="capture"),
     _f("source-release", "an exception while releasing the devices",
@@ -469,5 +505,14 @@ def violations(result) -> list[str]:
     if result.leftovers and not (result.destroy_failed
                                  and spec.store is not None):
         found.append("left behind: %s" % ", ".join(result.leftovers[:3]))
+    if result.fast_resume_after_release:
+        found.append("resumed fast (SUSPEND_CANCEL) on torn-down devices")
+    from fastmig_tools.rehearse.scenario import FASTMIG_POLICIES
+    if (result.outcome == LOST and result.source_destroyed_ms is None
+            and result.policy in FASTMIG_POLICIES
+            and result.handover_outcome is not None
+            and result.handover_outcome != _SUSPENDED):
+        found.append("suspended at the source but reported as %s"
+                     % result.handover_outcome)
     return [v for v in found
             if not any(v.startswith(e) for e in spec.excuses)]

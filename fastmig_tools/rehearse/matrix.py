@@ -18,7 +18,7 @@ from fastmig_tools.rehearse.faults import (
     FAULTS, FaultError, apply_fault, faults_json)
 from fastmig_tools.rehearse.runner import (AT_TARGET, LOST, RESUMED, TWICE,
                                            run_once)
-from fastmig_tools.rehearse.scenario import POLICIES, Scenario
+from fastmig_tools.rehearse.scenario import DEFAULT_POLICIES, Scenario
 from fastmig_tools.rehearse.stores import open_host_stores
 
 __all__ = ["MATRIX_BASE", "Cell", "run_fault_matrix", "format_matrix",
@@ -62,7 +62,7 @@ class Cell:
                 "violations": dict(self.kinds), "skipped": self.skipped}
 
 
-def run_fault_matrix(faults=None, policies=POLICIES, runs: int = 1,
+def run_fault_matrix(faults=None, policies=DEFAULT_POLICIES, runs: int = 1,
                      base: Scenario | None = None, seed: int = 1,
                      xenstored: str = "embedded", progress=None):
     """Run the matrix; returns ``{(fault, policy): Cell}`` in order."""

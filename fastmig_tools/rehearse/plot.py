@@ -57,7 +57,7 @@ AXES = {
 }
 # Fixed per policy, so that a policy has the same colour in every plot.
 COLOURS = dict(zip(POLICIES, ("tab:blue", "tab:red", "tab:orange",
-                              "tab:green")))
+                              "tab:green", "tab:olive")))
 
 
 def _median(values):

@@ -1,7 +1,9 @@
 """The source side of a migration under each policy.
 
 ``fastmig`` runs the project's own handover inside a model of the patched
-save (``fastmig_tools.models.patched_save``); the
+save (``fastmig_tools.models.patched_save``), ``fastmig-late`` the same
+with ``(xend-fast-migration-early-release no)``: the block devices are
+released only once the image is sent; the
 others are small models of what their code does once the image is sent,
 quirks included, behind a shared front that does what 3.1's
 ``XendDomain.domain_migrate`` and the first part of
@@ -146,7 +148,7 @@ def run_policy(policy, dominfo, port, platform, store, options, log=None,
     raises ``MigrationFailed`` unless the guest ended at the target: the
     report says how it ended), None otherwise.
     """
-    if policy == "fastmig":
+    if policy in ("fastmig", "fastmig-late"):
         from xend_fastmig.handover import Environment
         from fastmig_tools.models.patched_save import (
             MigrationFailed, domain_migrate)

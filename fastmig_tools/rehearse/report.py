@@ -4,6 +4,8 @@ from __future__ import annotations
 import collections
 import statistics
 
+from fastmig_tools.rehearse.scenario import FASTMIG_POLICIES
+
 __all__ = ["summarize", "format_point", "json_document", "SCHEMA",
            "COLUMNS", "describe_knobs"]
 
@@ -73,7 +75,7 @@ def _count_cell(stats, runs) -> str:
 
 def drain_text(result) -> str:
     """How one run's source learnt that the block backends drained."""
-    if result.policy != "fastmig":
+    if result.policy not in FASTMIG_POLICIES:
         return "not waited for"
     if result.handover_path is None:
         return "-"                    # no handover (the run failed before)

@@ -12,6 +12,15 @@ Times are taken on one monotonic clock (both hosts live in this process):
 * backends confirmed: the last block backend model said it drained
   (its directory removed by udev's hotplug cleanup, or ``shutdown-done``);
   None when one never did (a directory xend itself deleted says nothing);
+* the limit: ``limit_ms`` = max(image sent, last drain confirmed by a
+  backend) - suspend + the target's work after its EOF (``restore_ms``:
+  unpause - release), the shortest blackout a pre-copy migration that
+  keeps shared storage safe can have; ``over_limit_ms`` = blackout -
+  limit (None unless the guest runs at the target and every drain was
+  confirmed).  ``suspend_ms`` (0), ``image_sent_ms``, ``drains_confirmed``
+  ([device, how, ms]: when each backend wrote ``shutdown-done`` or its
+  directory went), ``released_ms`` (the target's EOF) and ``unpaused_ms``
+  are the timeline, in ms after the suspend;
 * xenstore ops: requests the source's xend made from the image sent to the
   end of its migration (backend models not counted); ``store_ops`` is
   the embedded source store's own ``op_count`` over the whole run, every
@@ -32,7 +41,7 @@ from fastmig_tools.rehearse import faults
 from fastmig_tools.rehearse.disk import SharedDisk
 from fastmig_tools.rehearse.platform import ModelPlatform
 from fastmig_tools.rehearse.policies import run_policy
-from fastmig_tools.rehearse.scenario import Scenario
+from fastmig_tools.rehearse.scenario import FASTMIG_POLICIES, Scenario
 from fastmig_tools.rehearse.stores import open_host_stores
 from fastmig_tools.rehearse.target import TargetHost
 from fastmig_tools.rehearse.workload import (
@@ -93,6 +102,24 @@ class RunResult:
     # ("fast", "stock-order"; None without a report).
     drain_confirmations: list = dataclasses.field(default_factory=list)
     handover_path: str | None = None
+    # The timeline and the limit (see the module's docstring).
+    early_release: bool | None = None
+    suspend_ms: float | None = None
+    image_sent_ms: float | None = None
+    drains_confirmed: list = dataclasses.field(default_factory=list)
+    # The first block backend that saw its teardown (None: none did).
+    devices_released_ms: float | None = None
+    restore_ms: float | None = None
+    limit_ms: float | None = None
+    over_limit_ms: float | None = None
+    # How the source copy was resumed: "fast" (SUSPEND_CANCEL),
+    # "recreate" (devices re-created), None if it was not.
+    resume_path: str | None = None
+    # A fast resume after the handover force-released the block devices:
+    # the guest would run on torn-down devices.
+    fast_resume_after_release: bool = False
+    # The core's HandoverReport.outcome (fastmig only).
+    handover_outcome: str | None = None
 
     @property
     def disk_verdict(self) -> str:
@@ -205,6 +232,13 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
         for actor, _api in actors:
             actor.set_suspend_time(t)
 
+    def resumed(t):
+        if dominfo.resume_path == "fast":
+            guest.carry_on("source", t, lambda: _wait_for_landings(
+                guest, actors, scenario))
+        else:
+            guest.run_again("source")
+
     dominfo = RehearsalDomainInfo(
         store, domid, "guest%d" % domid,
         vbds=specs if scenario.disk_class == "vbd" else [],
@@ -228,7 +262,9 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
     # Through a connection of its own: a fault may have reset xend's.
     cleanups.append(lambda: _forget_on(source_store, domid, dominfo.uuid))
     actors.extend(start_source_backends(source_store, dominfo, guest,
-                                        scenario.backend))
+                                        scenario.backend,
+                                        scenario.teardown_ms / 1000.0))
+    dominfo.on_resumed = resumed
     cleanups.append(lambda: stop_backends(source_store, actors))
 
     target = TargetHost(target_store, guest, memory_gb=scenario.memory_gb,
@@ -238,7 +274,9 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
                         timeout=_deadline(scenario),
                         first_domid=next(_domids),
                         fault=faults.FAULTS[scenario.fault].target
-                        if scenario.fault else None).start()
+                        if scenario.fault else None,
+                        fault_delay=(scenario.fault_when or 0.0) / 1000.0
+                        ).start()
     cleanups.append(target.stop)
 
     def forget_target():
@@ -262,7 +300,8 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
     options = FastMigrationOptions(enabled=True,
                                    drain_timeout=scenario.drain_timeout,
                                    verdict_timeout=scenario.verdict_timeout,
-                                   relocation_port=target.port)
+                                   relocation_port=target.port,
+                                   early_release=scenario.early_release)
     capture = _Capture()
     core_log = logging.getLogger("xend")
     core_log.addHandler(capture)
@@ -290,6 +329,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
 
     target.wait_idle(_deadline(scenario))
     _wait_for_landings(guest, actors, scenario)
+    guest.join(_LANDING_SLACK)
     if source_store.embedded is not None:
         # A fault no request took must not hit the checks.
         source_store.embedded.clear_faults()
@@ -402,7 +442,43 @@ def _result(scenario, guest, platform, target, dominfo, actors, verdict,
     after_write = None
     if released is not None and last_write is not None:
         after_write = (released - last_write) * 1000.0
+    drains = []
+    for actor, _api in actors:
+        done_at = getattr(actor, "shutdown_done_at", None)
+        if done_at is not None:
+            drains.append([actor.name, "shutdown-done", _ms(done_at, suspend)])
+        elif actor.removed_at is not None:
+            drains.append([actor.name, "backend-gone",
+                           _ms(actor.removed_at, suspend)])
+    seen = [t for actor, _api in actors
+            for t in (actor.unregistered_at,
+                      getattr(actor, "shutdown_requested_at", None))
+            if t is not None]
+    restore = None
+    if unpaused is not None and released is not None:
+        restore = (unpaused - released) * 1000.0
+    limit = over = None
+    if (outcome == AT_TARGET and restore is not None and suspend is not None
+            and platform.image_sent_at is not None
+            and (backends_confirmed is not None or not actors)):
+        ready = platform.image_sent_at
+        if backends_confirmed is not None:
+            ready = max(ready, backends_confirmed)
+        limit = (ready - suspend) * 1000.0 + restore
+        over = _ms(back, suspend) - limit
     return RunResult(
+        early_release=(scenario.early_release
+                       if scenario.policy in FASTMIG_POLICIES else None),
+        suspend_ms=0.0 if suspend is not None else None,
+        image_sent_ms=_ms(platform.image_sent_at, suspend),
+        drains_confirmed=drains,
+        devices_released_ms=_ms(min(seen), suspend) if seen else None,
+        restore_ms=restore,
+        limit_ms=limit,
+        over_limit_ms=over,
+        resume_path=dominfo.resume_path,
+        fast_resume_after_release=_fast_resume_after_release(dominfo),
+        handover_outcome=report.outcome if report is not None else None,
         policy=scenario.policy,
         memory_gb=scenario.memory_gb,
         outcome=outcome,
@@ -430,3 +506,13 @@ def _result(scenario, guest, platform, target, dominfo, actors, verdict,
         core_log=[],
         scenario=scenario.knobs(),
     )
+
+
+def _fast_resume_after_release(dominfo) -> bool:
+    """Did the source copy resume without re-creating its devices (a
+    SUSPEND_CANCEL fast resume) after they were force-released?"""
+    released = [t for t, _name, args in dominfo.called("_releaseDevices")
+                if len(args) > 1 and args[1]]
+    fast = [t for t, _name, args in dominfo.called("xc.domain_resume")
+            if len(args) > 1 and args[1]]
+    return bool(released and fast and min(released) <= max(fast))

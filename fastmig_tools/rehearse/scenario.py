@@ -16,6 +16,14 @@ The defaults and where they come from:
   (inside the blackout for every policy alike).
 * ``restore_seconds`` = 20 ms: the target's ``completeRestore`` and
   ``waitForDevices`` after its gate opened (inside the blackout alike).
+* ``teardown_ms`` = 30 ms: from a classic backend's drain to udev's hotplug
+  cleanup removing its directory (the classic drain signal).  Xen 3.1's own
+  ``tools/examples/xen-hotplug-cleanup`` took 29-39 ms per run against a
+  real xenstored here (5 runs: bash, its lock, several ``xenstore-*``
+  processes; /work/shared/reference/xen31-handover-facts.md, section 10);
+  a real dom0 adds udev's own latency on top, so 30 ms is a low estimate.
+  A shutdown-request backend's ``shutdown-done`` is written by the kernel
+  itself and does not wait for it.
 * In-flight request delays: lognormal with a 5 ms median and sigma 0.8,
   capped at 50 ms, per request, from a seeded generator; ``slow_write_ms``
   adds one request that completes that long after the suspend (slow or
@@ -30,13 +38,23 @@ import random
 import re
 
 __all__ = [
-    "POLICIES", "BACKENDS", "XENSTOREDS", "Scenario", "ScenarioError",
+    "POLICIES", "DEFAULT_POLICIES", "FASTMIG_POLICIES", "TEARDOWN_MS",
+    "BACKENDS", "XENSTOREDS", "Scenario", "ScenarioError",
     "parse_memory", "parse_milliseconds", "InflightSpec",
     "MEMORY_LIMITS_GB", "MAX_DESTROY_SECONDS", "LIMITS", "format_size",
     "parse_number", "parse_count",
 ]
 
-POLICIES = ("stock", "patch2008", "xen41", "fastmig")
+POLICIES = ("stock", "patch2008", "xen41", "fastmig", "fastmig-late")
+# What the command runs unless --policies says otherwise: fastmig-late
+# (fastmig with (xend-fast-migration-early-release no)) is there to be
+# compared with fastmig, by name.
+DEFAULT_POLICIES = ("stock", "patch2008", "xen41", "fastmig")
+# The policies that run the project's own handover (the patched save).
+FASTMIG_POLICIES = ("fastmig", "fastmig-late")
+# Where Xen 3.1's hotplug cleanup took 29-39 ms per run (facts, section
+# 10): the classic drain signal trails the drain by this much.
+TEARDOWN_MS = 30.0
 # "buggy": a kernel whose hotplug cleanup runs before its drain (the
 # remove-before-drain fault; nothing can detect it).
 BACKENDS = ("classic", "shutdown-request", "hung", "buggy")
@@ -72,6 +90,8 @@ LIMITS = {
     "precopy_ms": (0.0, 300000.0),
     "drain_timeout_ms": (10.0, 300000.0),
     "delay_median_ms": (0.0, 1000.0),
+    "teardown_ms": (0.0, 10000.0),
+    "last_round_ms": (0.0, 300000.0),
     "runs": (1, 100),
 }
 # One destroy (memory x destroy-per-gb) may take at most an hour: a run
@@ -211,6 +231,17 @@ class Scenario:
     disk_class: str = "vbd"
     suspend_cancel: bool = False
     hvm: bool = False
+    # From a classic backend's drain to its directory's removal (udev's
+    # hotplug cleanup); see the module's docstring.
+    teardown_ms: float = TEARDOWN_MS
+    # The source's xc_save fails in the last memory round (after the
+    # suspend, half-way through the round): save's failure path runs.
+    xc_save_fails: bool = False
+
+    @property
+    def early_release(self) -> bool:
+        """(xend-fast-migration-early-release): off for fastmig-late."""
+        return self.policy != "fastmig-late"
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
@@ -244,7 +275,8 @@ class Scenario:
             raise ScenarioError("--inflight must be between 0 and 32 "
                                 "(a 3.1 blkif ring holds 32 requests)")
         for name in ("precopy_seconds", "last_round_seconds",
-                     "restore_seconds", "delay_median_ms", "delay_cap_ms"):
+                     "restore_seconds", "delay_median_ms", "delay_cap_ms",
+                     "teardown_ms"):
             if getattr(self, name) < 0:
                 raise ScenarioError("%s must be zero or more" % name)
         if self.slow_write_ms is not None and self.slow_write_ms < 0:
@@ -280,7 +312,9 @@ class Scenario:
 
     def knobs(self) -> dict:
         """The scenario as plain data (for --json)."""
-        return dataclasses.asdict(self)
+        knobs = dataclasses.asdict(self)
+        knobs["early_release"] = self.early_release
+        return knobs
 
     def replace(self, **changes) -> "Scenario":
         return dataclasses.replace(self, **changes)

@@ -4,7 +4,9 @@ What one connection gets, as Xen 3.1's ``server/relocate.py`` and
 ``XendCheckpoint.restore`` do it:
 
 1. ``receive`` → ``(ready receive)``;
-2. the stream: signature, config, the image (``xc_restore``);
+2. the stream: signature, config, the image (``xc_restore``; a
+   ``last-round`` fault fails it while the source still sends the last
+   memory round);
 3. the EOF gate: ``os.read(fd, 1)`` returns on the source's close or
    half-close (or on an error, which fails the restore);
 4. ``completeRestore`` and ``waitForDevices`` (a stated fixed cost), then
@@ -85,20 +87,23 @@ class TargetHost:
                  destroy_per_gb: float, restore_seconds: float,
                  fail_after_image: bool = False, timeout: float = 300.0,
                  clock=time.monotonic, first_domid: int = 1,
-                 fault: tuple | None = None):
+                 fault: tuple | None = None, fault_delay: float = 0.0):
         self.host_store = host_store
         self.guest_io = guest_io
         self.memory_gb = memory_gb
         self.destroy_per_gb = destroy_per_gb
         self.restore_seconds = restore_seconds
         self.fail_after_image = fail_after_image
-        # (step, action): step stream / completeRestore / waitForDevices /
-        # unpause (action err, hangup or reset: the copy is destroyed) or
+        # (step, action): step last-round (during the source's last
+        # memory round, ``fault_delay`` s after the suspend) / stream /
+        # completeRestore / waitForDevices / unpause (action err, hangup or reset: the copy is destroyed) or
         # verdict (the copy runs; action garbage, oversized, silent,
         # reset).
         if fail_after_image and fault is None:
             fault = ("stream", "err")
         self.fault = fault
+        # last-round faults: seconds after the guest's suspend.
+        self.fault_delay = fault_delay
         # The connection being restored (one migration at a time here).
         self._current: socket.socket | None = None
         self.timeout = timeout
@@ -275,6 +280,8 @@ class TargetHost:
             destroy_seconds_per_gb=self.destroy_per_gb)
         run.dominfo = dominfo
         try:
+            if self.fault is not None and self.fault[0] == "last-round":
+                self._fail_in_last_round(conn)
             run.image_bytes, ring = read_image(conn)
             run.image_read_at = self.clock()
             self._fail_at("stream")
@@ -315,6 +322,27 @@ class TargetHost:
                 pass
         conn.close()
         raise _HangUp(action == "reset")
+
+    def _fail_in_last_round(self, conn: socket.socket) -> None:
+        """Fail ``fault_delay`` s after the guest's suspend, while the
+        source still sends its last memory round (xc_restore runs out of
+        memory, the host's link resets).  What arrived meanwhile is read
+        (and dropped), so that a failing restore closes with FIN, as 3.1's
+        relocation server does once it answered."""
+        deadline = time.monotonic() + self.timeout
+        while self.guest_io.suspended_at is None:
+            if time.monotonic() > deadline or self._stopping.is_set():
+                raise TimeoutError("the source never suspended the guest")
+            time.sleep(0.001)
+        fail_at = self.guest_io.suspended_at + self.fault_delay
+        while True:
+            left = fail_at - self.clock()
+            if left <= 0:
+                break
+            if select.select([conn], [], [], left)[0]:
+                if not conn.recv(1 << 16):
+                    raise StreamError("EOF in the last round")
+        self._fail_at("last-round")
 
     def _verdict_fault(self, conn: socket.socket, run: TargetRun) -> bool:
         """The copy runs; answer as the fault says.  True if it did."""

@@ -6,7 +6,9 @@ one ``delay`` seconds after the suspend and its data then lands in the
 shared disk file, whatever the toolstack does.  Wherever the guest runs
 again (at the target after its unpause, or at the source after a resume)
 it first re-issues every request that was in flight, as blkfront's
-``blkif_recover`` does, and then writes newer data to the same blocks.
+``blkif_recover`` does, and then writes newer data to the same blocks;
+after a SUSPEND_CANCEL fast resume at the source it carries on with its
+ring instead (``carry_on``).
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class GuestIO:
         self._lock = threading.Lock()
         self.ran: dict[str, float] = {}
         self.suspended_at: float | None = None
+        self._threads: list[threading.Thread] = []
         for spec in self.specs:
             disk.issue(spec.device, spec.slot, INFLIGHT)
 
@@ -73,6 +76,34 @@ class GuestIO:
         return t
 
 
+    def carry_on(self, host: str, t: float, wait_for_inflight) -> None:
+        """A SUSPEND_CANCEL fast resume on ``host``: blkfront carries on
+        with its ring as it was (no ``blkif_recover``), so nothing is
+        re-issued and the guest's next writes to those blocks come after
+        their in-flight requests completed (``wait_for_inflight()``, on a
+        thread of its own: xend's resume does not wait for it).
+        ``join`` waits for those writes."""
+        with self._lock:
+            if host in self.ran:
+                return
+            self.ran[host] = t
+
+        def write_newer():
+            wait_for_inflight()
+            for entry in self.shadow_ring():
+                self.disk.issue(entry["device"], entry["slot"], NEWER)
+                self.disk.write(host, entry["device"], entry["slot"], NEWER)
+        thread = threading.Thread(target=write_newer, daemon=True,
+                                  name="guest-carries-on")
+        self._threads.append(thread)
+        thread.start()
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
 class RehearsalDomainInfo(ModelDomainInfo):
     """The source's ``XendDomainInfo`` model, telling the rehearsal when
     the guest runs again at the source (whichever path resumed it)."""
@@ -97,10 +128,12 @@ class RehearsalDomainInfo(ModelDomainInfo):
 
 
 def start_source_backends(host_store, dominfo: ModelDomainInfo,
-                          guest: GuestIO, backend: str) -> list:
+                          guest: GuestIO, backend: str,
+                          teardown: float = 0.0) -> list:
     """One backend actor per disk of ``dominfo``, each on its own
-    connection, holding that disk's in-flight requests.  On failure the
-    actors already started are stopped."""
+    connection, holding that disk's in-flight requests; ``teardown``
+    seconds pass between a drain and udev's hotplug cleanup.  On failure
+    the actors already started are stopped."""
     factory = BACKEND_FACTORIES[backend]
     if backend == "shutdown-request":
         advertise_shutdown_request(dominfo.store, dominfo.backend_domid)
@@ -117,7 +150,7 @@ def start_source_backends(host_store, dominfo: ModelDomainInfo,
                                  INFLIGHT)
             api = host_store.api(thread_name="blkback-watcher")
             actor = factory(api.store(), device.backend, requests=requests,
-                            on_complete=landed,
+                            on_complete=landed, hotplug_delay=teardown,
                             name="%s-%d" % (device.devclass, device.devid))
             actors.append((actor, api))
             actor.start()

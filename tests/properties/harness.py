@@ -107,6 +107,9 @@ class TargetPlan:
     running) it is one of ``VERDICT_ACTIONS``.
     """
 
+    # (or ``last-round``: the restore fails ``delay`` s after the
+    # source's suspend, while the last memory round is being sent; one of
+    # ``FAIL_ACTIONS``)
     step: str = "verdict"
     action: str = "ok"
     # Seconds the target spends in its failing (or verdict) step first.
@@ -142,6 +145,11 @@ class Schedule:
     flavour: str = "xen417"
     suspend_cancel: bool = False
     hvm: bool = False
+    # Seconds from a classic backend's drain to its hotplug cleanup (the
+    # rehearsal's --teardown; 0.03 is what Xen 3.1's script took here),
+    # and of xc_save's last round after the suspend.
+    teardown: float = 0.0
+    last_round: float = 0.0
     target: TargetPlan = TargetPlan()
     store_fault: StoreFault | None = None
     # Source-side failures: "save" (xc_save fails), "destroy" (destroying
@@ -247,6 +255,8 @@ class TargetModel:
         self.err_sent_at: float | None = None
         self.copy_destroyed = False
         self.errors: list[BaseException] = []
+        # Set when the source suspended the guest (for ``last-round``).
+        self.suspended = threading.Event()
         self.thread = threading.Thread(target=self._main, daemon=True,
                                        name="target-model")
 
@@ -279,6 +289,15 @@ class TargetModel:
                 pass
 
     def _restore(self):
+        if self.plan.step == "last-round":
+            # A save that fails before the suspend never gets here: the
+            # source resets, and join() stops the wait.
+            while not self.suspended.wait(0.05):
+                if self.stop.is_set():
+                    self.copy_destroyed = True
+                    return
+            self._fail("the restore failed in the last round")
+            return
         got = 0
         while got < self.image_bytes:
             chunk = self.sock.recv(65536)
@@ -573,7 +592,7 @@ def _set_up(run: _Run, store, xend, connect, xenwatch, protocol,
                     for n, delay in enumerate(device.delays)]
         run.actors.append(_factory(schedule_protocol, device)(
             connect().store(), layout.backend, requests=requests,
-            xenwatch=xenwatch).start())
+            xenwatch=xenwatch, hotplug_delay=schedule.teardown).start())
     for layout in dominfo.layout.vifs:
         run.actors.append(ClassicNetback(connect().store(),
                                          layout.backend).start())
@@ -608,6 +627,10 @@ def _set_up(run: _Run, store, xend, connect, xenwatch, protocol,
                 _arm_any(store, dominfo, schedule.store_fault)
                 armed_any.append((store._faults[-1],
                                   schedule.store_fault.count))
+        out.target.suspended.set()
+        if schedule.last_round > 0:
+            # xc_save's last round: the rest of the image comes after it.
+            time.sleep(schedule.last_round)
     platform.on_suspended = suspended
     run.env = Environment(xend.store(), platform, FastMigrationOptions(
         drain_timeout=schedule.drain_timeout,

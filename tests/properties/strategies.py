@@ -37,7 +37,7 @@ def devices(draw, kinds=("normal", "normal", "normal", "hung", "slow"),
 def target_plans(draw):
     step = draw(st.sampled_from(("stream", "completeRestore",
                                  "waitForDevices", "unpause", "verdict",
-                                 "verdict", "verdict")))
+                                 "verdict", "verdict", "last-round")))
     delay = draw(st.sampled_from((0.0, 0.0, 0.01, 0.05, 0.15)))
     if step == "verdict":
         return TargetPlan(step, draw(st.sampled_from(
