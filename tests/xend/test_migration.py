@@ -55,7 +55,8 @@ def test_slow_inflight_write_against_short_destroy(xend_pair, xen_tree):
     pair = xend_pair(destroy_seconds_per_gb=0.05)
     guest = pair.create_guest(disks=1, memory_mb=1024)
     source_domid = guest.domid
-    pair.arm_inflight(guest, delay=0.6)
+    # A slow (failing-over) storage write, as in facts section 5: 3 s.
+    pair.arm_inflight(guest, delay=3.0)
     result = pair.migrate(guest, live=True)
     assert result.ok, result.error
     source_landing = [e["t"] for e in pair.source.backend_events()
