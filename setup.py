@@ -53,13 +53,16 @@ setup(
         "Topic :: System :: Systems Administration",
     ],
     packages=find_packages(include=["xend_fastmig", "fastmig_tools", "fastmig_tools.*"]),
-    package_data={"fastmig_tools.xenstore": ["*.c"], "fastmig_tools": ["data/*"]},
+    package_data={"fastmig_tools.xenstore": ["*.c"], "fastmig_tools": ["data/*"],
+                  "fastmig_tools.xendharness": ["py2/*.py", "py2/lowlevel/*.py"]},
     # The tools' minimum; xend_fastmig's own 2.4+ does not come through pip.
     python_requires=">=3.10",
     extras_require={
         "test": [
             "pytest>=7",
             "pytest-mock>=3",
+            # Every xend harness test carries its own deadline.
+            "pytest-timeout>=2",
             "hypothesis>=6",
             "vermin>=1.5",
             # A real DEP-3 reader (deb822) for the patch headers' test.

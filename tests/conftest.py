@@ -82,3 +82,56 @@ def pytest_runtest_makereport(item, call):
 # --------------------------------------------------------------------------
 # fixtures added by other parts go below this line, one block per part
 # --------------------------------------------------------------------------
+
+
+# -- xend harness (tests/xend): a Xen tree's real xend on two hosts -------
+
+import os as _os
+
+# The issue's "../shared/xen" beside the checkout; $FASTMIG_XEN_TREES overrides.
+XEN_TREES_DIR = _os.path.normpath(_os.path.join(
+    _os.path.dirname(_os.path.abspath(__file__)), "..", "..", "shared", "xen"))
+XEN_TREES = ("3.1.0", "unstable-2007-06-08")
+
+
+@pytest.fixture(params=XEN_TREES)
+def xen_tree(request):
+    """Each Xen tree in XEN_TREES_DIR ($FASTMIG_XEN_TREES overrides the folder);
+    a missing tree fails, never skips."""
+    base = _os.environ.get("FASTMIG_XEN_TREES", XEN_TREES_DIR)
+    path = _os.path.join(base, request.param)
+    if not _os.path.isdir(_os.path.join(path, "tools", "python", "xen", "xend")):
+        pytest.fail("Xen tree %s missing (set FASTMIG_XEN_TREES)" % path,
+                    pytrace=False)
+    return path
+
+
+@pytest.fixture
+def xend_pair(xen_tree, request):
+    """Factory: ``xend_pair(**TwoHosts options)`` starts two hosts on the
+    tree; every pair is stopped after the test.  A missing dependency fails
+    the test with what to install (scripts/install-xend-deps)."""
+    from fastmig_tools.xendharness.build import HarnessUnavailable
+    from fastmig_tools.xendharness.harness import TwoHosts
+    pairs = []
+    failed_before = request.session.testsfailed
+
+    def start(**options):
+        problem = None
+        try:
+            pair = TwoHosts(xen_tree, **options)
+        except HarnessUnavailable as e:
+            problem = str(e)
+        if problem is not None:
+            pytest.fail("xend harness unavailable: %s" % problem, pytrace=False)
+        pairs.append(pair)
+        return pair.start()
+
+    yield start
+    for pair in pairs:
+        if request.session.testsfailed > failed_before:
+            for h in pair.hosts():
+                request.node.add_report_section(
+                    "teardown", "xend log of %s" % h.name, h.xend_log()[-20000:])
+        pair.stop()
+

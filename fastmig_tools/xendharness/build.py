@@ -1,0 +1,181 @@
+"""Prepare a Xen tree's xend to run here: copy, patch, build its bindings.
+
+``prepare_tree(tree, patches)`` copies the tree's ``tools/python`` and
+``tools/examples`` into a cache folder outside the repository, applies the
+patch files in order with ``patch -p1 --fuzz=0`` and builds the tree's own
+C bindings for Python 2.7 against Debian's libraries (facts section 10):
+``xen.lowlevel.xs`` (libxenstore) and ``xen.lowlevel.ptsname``.  The
+result is cached under a key made of the tree's path and every patch's
+bytes, so a second call is instant.  The hypervisor stand-ins (``xc``,
+``acm``) and the helper wrappers are refreshed on every call, so an edit
+of them never needs a cache purge.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["HarnessUnavailable", "PreparedTree", "prepare_tree",
+           "python27", "CACHE_ENV", "DEFAULT_CACHE", "INSTALL_HINT"]
+
+CACHE_ENV = "FASTMIG_XENDHARNESS_CACHE"
+DEFAULT_CACHE = "/opt/xend-fastmig/xendharness"
+INSTALL_HINT = "run scripts/install-xend-deps as root"
+_HERE = Path(__file__).resolve().parent
+_PY2 = _HERE / "py2"
+
+
+class HarnessUnavailable(Exception):
+    """Something the harness needs is missing; the message names it."""
+
+
+def python27() -> Path:
+    """The Python 2.7 that runs xend ($FASTMIG_PYTHON27 or pyenv's 2.7.18)."""
+    candidates = []
+    if os.environ.get("FASTMIG_PYTHON27"):
+        candidates.append(os.environ["FASTMIG_PYTHON27"])
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        if root:
+            candidates.append(os.path.join(root, "versions", "2.7.18", "bin",
+                                           "python2.7"))
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    candidates.append(os.path.expanduser("~/.pyenv/versions/2.7.18/bin/python2.7"))
+    for c in candidates:
+        if os.access(c, os.X_OK):
+            return Path(c)
+    raise HarnessUnavailable(
+        "no Python 2.7 to run xend (tried %s): install pyenv's 2.7.18 or set "
+        "FASTMIG_PYTHON27" % ", ".join(candidates))
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedTree:
+    """A ready copy of one tree (+ patches): paths inside the cache."""
+
+    source: Path          # the original tree
+    root: Path            # the copy: root/tools/python, root/tools/examples
+    patches: tuple
+    helper_dir: Path      # xc_save / xc_restore as auxbin would find them
+    py2_dir: Path         # the harness's own Python 2 modules (hostd, guest)
+
+    @property
+    def python_dir(self) -> Path:
+        return self.root / "tools" / "python"
+
+    @property
+    def scripts_dir(self) -> Path:
+        return self.root / "tools" / "examples"
+
+    @property
+    def name(self) -> str:
+        return self.source.name + ("+%d patches" % len(self.patches)
+                                   if self.patches else "")
+
+
+def _key(tree: Path, patches: list[Path]) -> str:
+    h = hashlib.sha256(str(tree.resolve()).encode())
+    for p in patches:
+        h.update(b"\0patch\0" + Path(p).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _check_tools() -> None:
+    for tool, package in (("gcc", "gcc"), ("patch", "patch"),
+                          ("xenstore-read", "xenstore-utils"),
+                          ("xenstore-rm", "xenstore-utils")):
+        if shutil.which(tool) is None:
+            raise HarnessUnavailable("%s not found (apt-get install %s): %s"
+                                     % (tool, package, INSTALL_HINT))
+    if not Path("/usr/include/xenstore.h").exists() and \
+            not Path("/usr/include/xs.h").exists():
+        raise HarnessUnavailable("libxenstore headers missing (apt-get install "
+                                 "--no-install-recommends libxen-dev): %s"
+                                 % INSTALL_HINT)
+
+
+def _build(tree: Path, patches: list[Path], dest: Path, py27: Path) -> None:
+    work = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    try:
+        (work / "tools").mkdir()
+        for part in ("python", "examples"):
+            shutil.copytree(tree / "tools" / part, work / "tools" / part,
+                            symlinks=True)
+        for p in patches:
+            r = subprocess.run(["patch", "-p1", "--fuzz=0", "--batch",
+                                "--no-backup-if-mismatch", "-i", str(Path(p).resolve())],
+                               cwd=work, capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                raise HarnessUnavailable("patch %s does not apply to %s:\n%s%s"
+                                         % (p, tree, r.stdout, r.stderr))
+        include = subprocess.run(
+            [str(py27), "-c", "import sysconfig; print(sysconfig.get_paths()['include'])"],
+            capture_output=True, text=True, timeout=30).stdout.strip()
+        lowlevel = work / "tools" / "python" / "xen" / "lowlevel"
+        builds = [(lowlevel / "xs.so", [lowlevel / "xs" / "xs.c"],
+                   ["-lxenstore", "-lxenctrl"]),
+                  (lowlevel / "ptsname.so",
+                   [work / "tools" / "python" / "ptsname" / "ptsname.c"], [])]
+        for out, sources, libs in builds:
+            r = subprocess.run(["gcc", "-shared", "-fPIC", "-w", "-I" + include,
+                                "-o", str(out)] + [str(s) for s in sources] + libs,
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise HarnessUnavailable(
+                    "building %s for Python 2.7 failed (is libxen-dev "
+                    "installed? %s):\n%s" % (out.name, INSTALL_HINT, r.stderr))
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.rename(work, dest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _install_standins(root: Path, helper_dir: Path) -> None:
+    lowlevel = root / "tools" / "python" / "xen" / "lowlevel"
+    for name in ("xc.py", "acm.py"):
+        shutil.copyfile(_PY2 / "lowlevel" / name, lowlevel / name)
+        stale = lowlevel / (name + "c")
+        if stale.exists():
+            stale.unlink()
+    helper_dir.mkdir(exist_ok=True)
+    for helper in ("xc_save", "xc_restore"):
+        path = helper_dir / helper
+        text = "#!/bin/sh\nexec %s %s %s \"$@\"\n" % (
+            sys.executable, _HERE / "helpers.py", helper)
+        if not path.exists() or path.read_text() != text:
+            tmp = path.with_suffix(".new")
+            tmp.write_text(text)
+            tmp.chmod(0o755)
+            os.rename(tmp, path)
+
+
+def prepare_tree(tree: str | os.PathLike, patches=()) -> PreparedTree:
+    """The tree's xend, patched and built, ready for ``Host`` (cached)."""
+    tree = Path(tree).resolve()
+    patches = [Path(p).resolve() for p in patches]
+    for sub in ("tools/python/xen/xend", "tools/examples/block"):
+        if not (tree / sub).exists():
+            raise HarnessUnavailable("%s is not a Xen tree (no %s)" % (tree, sub))
+    _check_tools()
+    py27 = python27()
+    cache = Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+    repo = _HERE.parent.parent
+    if str(cache.resolve()).startswith(str(repo) + os.sep):
+        raise HarnessUnavailable("%s=%s is inside the repository" % (CACHE_ENV, cache))
+    cache.mkdir(parents=True, exist_ok=True)
+    dest = cache / ("%s-%s" % (tree.name, _key(tree, patches)))
+    if not (dest / "tools" / "python" / "xen" / "lowlevel" / "xs.so").exists():
+        _build(tree, patches, dest, py27)
+    helper_dir = dest / "helpers"
+    _install_standins(dest, helper_dir)
+    return PreparedTree(tree, dest, tuple(patches), helper_dir, _PY2)

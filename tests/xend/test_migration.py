@@ -1,0 +1,84 @@
+"""Stock -> stock migration on each Xen tree's real xend (two harness hosts).
+
+What stock 3.1 leaves behind is pinned per tree (``STOCK_LEFTOVERS``), so a
+patched tree that changes it shows up here rather than passing quietly.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytestmark = [pytest.mark.xend, pytest.mark.timeout(120)]
+
+
+def stock_leftovers(tree: str, guest) -> dict:
+    """What stock xend itself leaves in the source's store after the guest
+    left: ``save`` destroys the domain with ``destroyDomain``, which never
+    removes ``/vm/<uuid>``; 3.1.0 also keeps the console backend directory
+    (be422ace19, in the 2007-06-08 tree, removes devices at save)."""
+    left = ["vm dir /vm/%s" % guest.uuid]
+    if os.path.basename(tree) == "3.1.0":
+        left.insert(0, "backend /local/domain/0/backend/console/%d/0"
+                    % guest.source_domid)
+    return {"source": left}
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "nonlive"])
+@pytest.mark.parametrize("disks", [0, 1, 2, 16])
+def test_stock_to_stock_pv_migration(xend_pair, xen_tree, live, disks):
+    pair = xend_pair()
+    guest = pair.create_guest(disks=disks, memory_mb=512)
+    guest.source_domid = guest.domid
+    # Short in-flight writes: landed long before even 3.1.0's target runs.
+    pair.arm_inflight(guest, delay=0.01)
+    result = pair.migrate(guest, live=live)
+
+    assert result.ok, result.error
+    assert result.target_domid is not None, pair.target.xend_log()[-3000:]
+    assert pair.wait_running(pair.target, result.target_domid)
+    assert pair.domains(pair.source) == []
+    assert [d["domid"] for d in pair.domains(pair.target)] == [result.target_domid]
+    verdict = pair.disk_verdict()
+    assert verdict.clean, verdict.stale
+    assert pair.leftovers(keep_domids={"target": [result.target_domid]}) == \
+        stock_leftovers(xen_tree, guest)
+    t = result.timings
+    assert t.suspended < t.image_sent <= t.gate_open < t.unpaused
+
+
+def test_slow_inflight_write_against_short_destroy(xend_pair, xen_tree):
+    """Facts section 5: 3.1.0's testDeviceComplete lists backend/vbd/None
+    (destroyDomain cleared the domid), so the target runs before the
+    source's slow write lands: a stale block.  The 2007-06-08 tree waits
+    for the backend directory to go, so its disk stays clean."""
+    pair = xend_pair(destroy_seconds_per_gb=0.05)
+    guest = pair.create_guest(disks=1, memory_mb=1024)
+    pair.arm_inflight(guest, delay=0.6)
+    result = pair.migrate(guest, live=True)
+    assert result.ok, result.error
+    source_landing = [e["t"] for e in pair.source.backend_events()
+                      if e["event"] == "landed"]
+    assert len(source_landing) == 1
+    verdict = pair.disk_verdict()
+    if os.path.basename(xen_tree) == "3.1.0":
+        assert result.timings.unpaused < source_landing[0]
+        assert not verdict.clean
+        assert [s[3][1] for s in verdict.stale] == ["source-dom1"]
+    else:
+        assert result.timings.unpaused > source_landing[0]
+        assert verdict.clean, verdict.stale
+
+
+def test_hypervisor_calls_are_recorded(xend_pair):
+    """The stand-in's call log is what a patched tree is compared with."""
+    pair = xend_pair()
+    guest = pair.create_guest(disks=1)
+    domid = guest.domid
+    pair.migrate(guest, live=True)
+    calls = [c["call"] for c in pair.source.call("xc_calls")
+             if c.get("args") and c["args"][0] == domid]
+    assert calls.count("domain_destroy") == 1
+    assert calls.index("guest:SCHEDOP_shutdown") < calls.index("domain_destroy")
+    target_calls = [c["call"] for c in pair.target.call("xc_calls")]
+    assert "domain_unpause" in target_calls
