@@ -137,13 +137,45 @@ def series_check(tree: Path, patches_dir: Path, python27: Path,
                              compiled[0].replace("byte-compile: ", "").split(" (")[0])
         return CheckResult("series applies (fuzz 0) and compiles", True, detail,
                            time.time() - start)
-    why = [ln.strip() for ln in lines if "FAILS" in ln or "FAILED" in ln
-           or ln.startswith("refusing") or ln.startswith("state:")
-           or ln.startswith("    ") or "SKIPPED" in ln]
+    fails = [ln.strip().replace("FAILS: ", "") for ln in lines if "FAILS:" in ln]
+    why = fails[:3]
+    if len(fails) > 3:
+        why.append("and %d more hunks" % (len(fails) - 3))
+    why += [ln.strip() for ln in lines if "FAILED" in ln
+            or (ln.startswith("    ") and "FAILS:" not in ln)
+            or "SKIPPED" in ln]
     if outcome.status == engine.EXIT_OK:
         why.append("byte-compile on Python 2.7 did not run")
+    elif not why:
+        why = [ln for ln in lines if ln.startswith("refusing")] or lines[-1:]
+    foreign = foreign_patch(Path(tree))
+    if foreign:
+        why.insert(0, foreign)
+    elif fails:
+        why.insert(0, "the series does not apply with fuzz 0")
     return CheckResult("series applies (fuzz 0) and compiles", False,
-                       "; ".join(why) or "; ".join(lines), time.time() - start)
+                       "; ".join(why), time.time() - start)
+
+
+# Patches of the same code path a tree may already carry: the series is
+# written against the stock code, so they must be reverted first.
+_FOREIGN = (
+    ("tools/python/xen/xend/XendDomainInfo.py", "def testDeviceComplete(self, io_done",
+     "the tree carries the 2008 patch (xen-devel 2008-08-26: "
+     "testDeviceComplete(io_done), _releaseDevices(force)); revert it first, "
+     "the series replaces it"),
+    ("tools/python/xen/xend/XendCheckpoint.py", "Xen 4.1's order (0f114a5181)",
+     "the tree carries xend-fastmig's xen41-order comparison patch; revert it first"),
+)
+
+
+def foreign_patch(tree: Path) -> str:
+    """Why the series cannot go onto this tree, if a known patch is there."""
+    for rel, marker, why in _FOREIGN:
+        path = tree / rel
+        if path.is_file() and marker in path.read_text(errors="replace"):
+            return why
+    return ""
 
 
 # -- one migration on the harness -------------------------------------------
