@@ -15,10 +15,12 @@ Sections (``--list`` prints them):
 * ``matrix`` (expensive, about five minutes): the fault matrix, identical
   consecutive rows folded;
 * ``bench-policies``, ``bench-drain`` (expensive, about 15 and 2
-  minutes): the two benchmarks' tables.
+  minutes): the two benchmarks' tables;
+* ``xend-verify``, ``xend-rehearse`` (expensive, about 1.5 and 1 minute):
+  ``verify`` and ``rehearse --xend`` on ../shared/xen/3.1.0's real xend.
 
     python3 benchmarks/readme_figures.py            # regenerate the cheap sections
-    python3 benchmarks/readme_figures.py --all      # every section (about 25 minutes)
+    python3 benchmarks/readme_figures.py --all      # every section (about 30 minutes)
     python3 benchmarks/readme_figures.py --section matrix
     python3 benchmarks/readme_figures.py --check    # exit 1 if README disagrees
 
@@ -82,6 +84,16 @@ SECTIONS = {s.name: s for s in (
     Section("bench-drain", False,
             (sys.executable, "benchmarks/bench_drain.py", "--quiet"),
             "python3 benchmarks/bench_drain.py", "about 2 minutes"),
+    # The tree's real xend on the harness (fastmig_tools/xendharness).
+    Section("xend-verify", False,
+            _cli("verify", "--tree", "../shared/xen/3.1.0", "--quiet"),
+            "xend-fastmig verify --tree ../shared/xen/3.1.0",
+            "about a minute and a half"),
+    Section("xend-rehearse", False,
+            _cli("rehearse", "--xend", "../shared/xen/3.1.0", "--sweep",
+                 "memory=1G,4G", "--slow-write", "1000", "--quiet"),
+            "xend-fastmig rehearse --xend ../shared/xen/3.1.0 --sweep "
+            "memory=1G,4G --slow-write 1000", "about a minute"),
 )}
 
 
@@ -338,7 +350,7 @@ def main(argv=None) -> int:
                         help="re-run the cheap sections and exit 1 if "
                         "README disagrees (writes nothing)")
     parser.add_argument("--all", action="store_true",
-                        help="also the expensive sections (about 25 min)")
+                        help="also the expensive sections (about 30 min)")
     parser.add_argument("--section", action="append", metavar="NAME",
                         help="only this section (may be repeated)")
     parser.add_argument("--readme", default=str(README), metavar="FILE",
