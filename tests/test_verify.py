@@ -187,3 +187,16 @@ def test_comparison_patches_apply_with_fuzz_0(name):
     assert patchsets.compare_patch("patch2008", tree).name == \
         "patch2008-port-%s.diff" % name
     assert patchsets.compare_patch("xen41", tree).name == "xen41-order-3.1.0.diff"
+
+
+@pytest.mark.timeout(120)
+def test_verify_on_a_tree_already_patched_by_the_series(capsys, tmp_path):
+    """Not mistaken for the 2008 patch (the series' testDeviceComplete also
+    takes io_done): verify says the series is there already."""
+    from fastmig_tools.patchtool import engine
+    tree = writable_copy(tree_path("3.1.0"), tmp_path / "tree")
+    assert engine.apply(tree, patchsets.REPO_PATCHES).status == engine.EXIT_OK
+    status, doc, _err = verify(capsys, tree)
+    assert status == 1
+    assert "the series is already applied to this tree" in doc["reason"]
+    assert "2008" not in doc["reason"]

@@ -381,6 +381,15 @@ def run_xend_command(args, progress_factory) -> int:
     from fastmig_tools.rehearse.sweep import parse_sweep
     from fastmig_tools.rehearse.scenario import ScenarioError
     tree = Path(args.xend).resolve()
+    if args.list_faults:
+        if args.json:
+            json.dump({name: what for name, (what, _how) in XEND_FAULTS.items()},
+                      sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write("".join("%-22s %s\n" % (name, what) for name, (what, _h)
+                                     in XEND_FAULTS.items()))
+        return 0
     problem = _defaults_only(args)
     if problem:
         return _fail("%s does not apply to the real xend" % problem)

@@ -146,6 +146,9 @@ def series_check(tree: Path, patches_dir: Path, python27: Path,
             or "SKIPPED" in ln]
     if outcome.status == engine.EXIT_OK:
         why.append("byte-compile on Python 2.7 did not run")
+    elif outcome.status == engine.EXIT_APPLIED:
+        why = ["the series is already applied to this tree; verify wants the "
+               "tree you would patch (without it)"]
     elif not why:
         why = [ln for ln in lines if ln.startswith("refusing")] or lines[-1:]
     foreign = foreign_patch(Path(tree))
@@ -160,7 +163,9 @@ def series_check(tree: Path, patches_dir: Path, python27: Path,
 # Patches of the same code path a tree may already carry: the series is
 # written against the stock code, so they must be reverted first.
 _FOREIGN = (
-    ("tools/python/xen/xend/XendDomainInfo.py", "def testDeviceComplete(self, io_done",
+    # (The series' own testDeviceComplete takes io_done too: the marker is
+    # the 2008 patch's comment in save.)
+    ("tools/python/xen/xend/XendCheckpoint.py", '"Use the Force, Luke"',
      "the tree carries the 2008 patch (xen-devel 2008-08-26: "
      "testDeviceComplete(io_done), _releaseDevices(force)); revert it first, "
      "the series replaces it"),
