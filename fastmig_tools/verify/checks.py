@@ -65,6 +65,8 @@ class Run:
     source_calls: list
     events: list                           # the source backend's events
     source_log: str
+    target_calls: list = dataclasses.field(default_factory=list)
+    leftovers: dict = dataclasses.field(default_factory=dict)  # uuid as <uuid>
 
     def figure(self, variant: str) -> "Figure":
         return Figure(variant, self.label, self.memory_gb, self.write, self.gate,
@@ -226,17 +228,26 @@ def run_migration(setup: Setup, label: str, *, source="patched", target="patched
         if fault:
             getattr(pair, fault)()
         start = len(pair.source.call("xc_calls"))
+        target_start = len(pair.target.call("xc_calls"))
+        uuid = guest.uuid
         result = pair.migrate(guest, live=True, settle_timeout=30 + 2 * memory_gb
                               * setup.seconds_per_gb)
         t = result.timings
         after = None
         if t.gate_open is not None and t.source_destroyed is not None:
             after = t.gate_open >= t.source_destroyed
+        outcome = outcome_of(pair, result)
+        target_calls = (pair.hypervisor_calls(pair.target, since=target_start)
+                        if pair.target.xend_alive else [])
+        keep = {"target": [result.target_domid]} if result.target_domid else {}
+        left = {host: sorted(p.replace(uuid, "<uuid>") for p in problems)
+                for host, problems in pair.leftovers(keep_domids=keep).items()}
         return Run(label, memory_gb, write if disks else None, result.error,
-                   outcome_of(pair, result), pair.disk_verdict().summary(),
+                   outcome, pair.disk_verdict().summary(),
                    t.gate, t.blackout, after,
                    pair.hypervisor_calls(pair.source, since=start),
-                   pair.source.backend_events(), pair.source.xend_log())
+                   pair.source.backend_events(), pair.source.xend_log(),
+                   target_calls, left)
     finally:
         pair.stop()
 
@@ -381,11 +392,19 @@ def _as_stock(setup: Setup, name: str, run: Run, stock: Run) -> CheckResult:
         problems.append("hypervisor calls differ from stock's (%d vs %d; extra %s; "
                         "missing %s)" % (len(run.source_calls), len(stock.source_calls),
                                          extra[:2], missing[:2]))
+    if run.target_calls != stock.target_calls:
+        problems.append("the target's hypervisor calls differ from stock's "
+                        "(%d vs %d)" % (len(run.target_calls), len(stock.target_calls)))
+    if run.leftovers != stock.leftovers:
+        problems.append("leaves %s where stock leaves %s" % (run.leftovers or "nothing",
+                                                           stock.leftovers or "nothing"))
     if run.disk != stock.disk:
         problems.append("disk %s where stock's is %s" % (run.disk, stock.disk))
-    good = ("same %d hypervisor calls as stock, released after the destroy, "
-            "gate %s (stock %s)" % (len(run.source_calls), _seconds(run.gate),
-                                    _seconds(stock.gate)))
+    good = ("same hypervisor calls as stock (%d at the source, %d at the target) "
+            "and leftovers (%d), released after the destroy, gate %s (stock %s)"
+            % (len(run.source_calls), len(run.target_calls),
+               sum(len(v) for v in run.leftovers.values()), _seconds(run.gate),
+               _seconds(stock.gate)))
     return _result(name, problems, good, start)
 
 
