@@ -202,3 +202,19 @@ def test_verify_on_a_tree_already_patched_by_the_series(capsys, tmp_path):
     assert status == 1
     assert "the series is already applied to this tree" in doc["reason"]
     assert "2008" not in doc["reason"]
+
+
+@pytest.mark.timeout(60)
+def test_the_harness_gets_the_tree_by_its_content(tmp_path, monkeypatch):
+    """The harness caches builds by path: an edited tree must reach it
+    under a new path, an unchanged one under the same."""
+    monkeypatch.setenv("FASTMIG_XENDHARNESS_CACHE", str(tmp_path / "cache"))
+    tree = writable_copy(tree_path("3.1.0"), tmp_path / "3.1.0")
+    first = patchsets.harness_tree(tree)
+    assert first.name == "3.1.0" and patchsets.harness_tree(tree) == first
+    rel = "tools/python/xen/xend/XendDomain.py"
+    (tree / rel).write_text((tree / rel).read_text() + "# edited\n")
+    second = patchsets.harness_tree(tree)
+    assert second != first
+    assert (second / rel).read_text().endswith("# edited\n")
+    assert not (first / rel).read_text().endswith("# edited\n")

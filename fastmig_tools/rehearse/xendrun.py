@@ -257,6 +257,8 @@ def points_of(base: XendPoint, sweep) -> list:
 
 
 def run_points(tree: Path, policies, points, runs: int, progress=None):
+    from fastmig_tools.verify.patchsets import harness_tree
+    tree = harness_tree(tree)
     workdir = Path(tempfile.mkdtemp(prefix="xend-fastmig-rehearse-"))
     try:
         out = []
@@ -297,6 +299,8 @@ def violations(run: XendRun) -> list:
 
 def run_xend_matrix(tree: Path, faults, policies, runs: int, base: XendPoint,
                     progress=None) -> dict:
+    from fastmig_tools.verify.patchsets import harness_tree
+    tree = harness_tree(tree)
     workdir = Path(tempfile.mkdtemp(prefix="xend-fastmig-matrix-"))
     cells = {}
     try:

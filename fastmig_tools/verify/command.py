@@ -129,7 +129,7 @@ def run(args) -> int:
         results.append(checks.series_check(tree, args.patches, py27, workdir))
         if results[0].ok:
             setup = checks.Setup(
-                tree, patchsets.harness_series(workdir / "harness-patches", args.patches),
+                patchsets.harness_tree(tree), patchsets.harness_series(workdir / "harness-patches", args.patches),
                 patchsets.harness_series(workdir / "harness-patches", args.patches,
                                          without_package=True),
                 args.destroy_per_gb, sizes, workdir, note=progress)
