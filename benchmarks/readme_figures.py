@@ -15,10 +15,12 @@ Sections (``--list`` prints them):
 * ``matrix`` (expensive, about five minutes): the fault matrix, identical
   consecutive rows folded;
 * ``bench-policies``, ``bench-drain``, ``bench-early-release``
-  (expensive, about 15, 2 and 10 minutes): the benchmarks' tables.
+  (expensive, about 15, 2 and 10 minutes): the benchmarks' tables;
+* ``xend-verify``, ``xend-rehearse`` (expensive, about 1.5 and 1 minute):
+  ``verify`` and ``rehearse --xend`` on ../shared/xen/3.1.0's real xend.
 
     python3 benchmarks/readme_figures.py            # regenerate the cheap sections
-    python3 benchmarks/readme_figures.py --all      # every section (about 35 minutes)
+    python3 benchmarks/readme_figures.py --all      # every section (about 40 minutes)
     python3 benchmarks/readme_figures.py --section matrix
     python3 benchmarks/readme_figures.py --check    # exit 1 if README disagrees
 
@@ -86,6 +88,16 @@ SECTIONS = {s.name: s for s in (
             (sys.executable, "benchmarks/bench_early_release.py",
              "--quiet"),
             "python3 benchmarks/bench_early_release.py", "about 10 minutes"),
+    # The tree's real xend on the harness (fastmig_tools/xendharness).
+    Section("xend-verify", False,
+            _cli("verify", "--tree", "../shared/xen/3.1.0", "--quiet"),
+            "xend-fastmig verify --tree ../shared/xen/3.1.0",
+            "about a minute and a half"),
+    Section("xend-rehearse", False,
+            _cli("rehearse", "--xend", "../shared/xen/3.1.0", "--sweep",
+                 "memory=1G,4G", "--slow-write", "1000", "--quiet"),
+            "xend-fastmig rehearse --xend ../shared/xen/3.1.0 --sweep "
+            "memory=1G,4G --slow-write 1000", "about a minute"),
 )}
 
 
@@ -342,7 +354,7 @@ def main(argv=None) -> int:
                         help="re-run the cheap sections and exit 1 if "
                         "README disagrees (writes nothing)")
     parser.add_argument("--all", action="store_true",
-                        help="also the expensive sections (about 35 min)")
+                        help="also the expensive sections (about 40 min)")
     parser.add_argument("--section", action="append", metavar="NAME",
                         help="only this section (may be repeated)")
     parser.add_argument("--readme", default=str(README), metavar="FILE",

@@ -18,6 +18,7 @@ __all__ = ["main", "build_parser"]
 _SUBCOMMANDS = (
     ("fastmig_tools.rehearse.cli", True),
     ("fastmig_tools.patchtool.command", True),
+    ("fastmig_tools.verify.command", True),
 )
 
 

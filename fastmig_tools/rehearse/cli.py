@@ -86,6 +86,8 @@ examples:
   xend-fastmig rehearse --fault slow-write@2500
   xend-fastmig rehearse --matrix            (every fault x every policy)
   xend-fastmig rehearse --matrix --faults slow-write,hung-backend --json
+  xend-fastmig rehearse --xend ../shared/xen/3.1.0 --sweep memory=1G,4G --slow-write 1000
+  xend-fastmig rehearse --xend ../shared/xen/3.1.0 --matrix
 """
 
 
@@ -105,6 +107,15 @@ def _faults(text: str) -> list[str]:
             raise argparse.ArgumentTypeError(
                 "unknown fault %r (one of: %s)" % (name, ", ".join(FAULTS)))
     return names
+
+
+def _xend_faults(text: str) -> list[str]:
+    """--faults: the model's names, or (checked later) the harness's."""
+    from fastmig_tools.rehearse.xendrun import XEND_FAULTS
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names and all(n in XEND_FAULTS for n in names):
+        return names
+    return _faults(text)
 
 
 def _policies(text: str) -> list[str]:
@@ -239,8 +250,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "small fixed scenario and check the invariants of docs/design.md "
         "(\"Invariants\"); prints the runs and violations per cell "
         "(--runs per cell, --json)")
-    add("--faults", type=_faults, metavar="A,B",
+    add("--faults", type=_xend_faults, metavar="A,B",
         help="the faults --matrix runs (default: all)")
+    # -- the tree's real xend instead of the models (rehearse/xendrun.py)
+    add("--xend", metavar="PATH", help="run the hosts on the real xend of "
+        "the Xen 3.1 tree at PATH (two-host harness, real xenstored; "
+        "policies: stock = the tree, fastmig = + the series, patch2008 = + "
+        "the 2008 patch as ported in patches/compare, xen41 = + Xen 4.1's "
+        "order); --matrix then runs the harness's faults")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -326,6 +343,9 @@ def run_matrix_command(args) -> int:
 
 
 def run(args) -> int:
+    if getattr(args, "xend", None):
+        from fastmig_tools.rehearse.xendrun import run_xend_command
+        return run_xend_command(args, _progress)
     if args.list_faults:
         if args.json:
             json.dump(faults_json(), sys.stdout, indent=2)
