@@ -34,11 +34,21 @@ from fastmig_tools.xendharness.harness import TwoHosts  # noqa: E402
 TREES_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "xen"
 TREES = ("3.1.0", "unstable-2007-06-08")
 
+PATCHES = Path(__file__).resolve().parent.parent / "patches"
+
+
+def series():
+    """The project's series, in its order (patches/series)."""
+    names = [line.strip() for line in (PATCHES / "series").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    return [PATCHES / name for name in names]
+
+
 # (label, patches applied to the source's tree, to the target's tree,
-#  extra xend-config.sxp options).  The patched->stock column is one line:
-#  ("patched->stock", sorted(Path("patches").glob("*.patch")), [], {}),
+#  extra xend-config.sxp options).
 CONFIGS = [
     ("stock->stock", [], [], {}),
+    ("patched->stock", series(), [], {}),
 ]
 
 SIZES_GB = (1, 4, 16)
