@@ -23,9 +23,12 @@ def test_bench_xend_tiny():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     rows = [l.split() for l in out.splitlines() if re.match(r"^\s+\d+ GB ", l)]
-    assert [r[0] for r in rows] == ["1", "2"]
+    # stock->stock, then patched->stock (the series on the source).
+    assert [r[0] for r in rows] == ["1", "2", "1", "2"]
     for r in rows:      # figures are printed, not judged (timings vary)
         float(r[2]), float(r[3])
     assert "(1 GB): clean" in out
     assert "1.50 s after the suspend (1 GB): CORRUPT" in out   # 3.1.0's vacuous wait
     assert "LOST (no copy runs)" in out
+    assert "== 3.1.0, patched->stock" in out
+    assert "resumed at the source" in out
