@@ -32,7 +32,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastmig_tools.rehearse.runner import run_once  # noqa: E402
 from fastmig_tools.rehearse.scenario import (  # noqa: E402
-    POLICIES, Scenario, ScenarioError, parse_memory)
+    DEFAULT_POLICIES, Scenario, ScenarioError, parse_memory)
+
+# The four policies README's table compares (fastmig-late has its own
+# benchmark, bench_early_release.py).
+POLICIES = DEFAULT_POLICIES
 from fastmig_tools.rehearse.stores import (  # noqa: E402
     StoreUnavailable, open_host_stores)
 from fastmig_tools.rehearse.sweep import Progress  # noqa: E402

@@ -12,6 +12,7 @@ machine may be busy.
 from __future__ import annotations
 
 import dataclasses
+import re
 import os
 import shutil
 import stat
@@ -103,6 +104,13 @@ class CheckResult:
 
 
 # -- the series on a scratch copy ------------------------------------------
+
+
+def _anonymous(path, domids):
+    """``path`` with the run's domids as ``<domid>``."""
+    for domid in domids:
+        path = re.sub(r"(?<=/)%s(?=/|$)" % re.escape(domid), "<domid>", path)
+    return path
 
 def copy_tree(tree: Path, dest: Path) -> Path:
     """A writable copy of what the series touches (tools/, docs/,
@@ -230,6 +238,7 @@ def run_migration(setup: Setup, label: str, *, source="patched", target="patched
         start = len(pair.source.call("xc_calls"))
         target_start = len(pair.target.call("xc_calls"))
         uuid = guest.uuid
+        source_domid = guest.domid
         result = pair.migrate(guest, live=True, settle_timeout=30 + 2 * memory_gb
                               * setup.seconds_per_gb)
         t = result.timings
@@ -240,7 +249,10 @@ def run_migration(setup: Setup, label: str, *, source="patched", target="patched
         target_calls = (pair.hypervisor_calls(pair.target, since=target_start)
                         if pair.target.xend_alive else [])
         keep = {"target": [result.target_domid]} if result.target_domid else {}
-        left = {host: sorted(p.replace(uuid, "<uuid>") for p in problems)
+        # Domids are drawn at random per pair: compared by shape.
+        domids = [str(d) for d in (source_domid, result.target_domid) if d]
+        left = {host: sorted(_anonymous(p.replace(uuid, "<uuid>"), domids)
+                             for p in problems)
                 for host, problems in pair.leftovers(keep_domids=keep).items()}
         return Run(label, memory_gb, write if disks else None, result.error,
                    outcome, pair.disk_verdict().summary(),
