@@ -39,9 +39,8 @@ PATCHES = Path(__file__).resolve().parent.parent / "patches"
 
 def series():
     """The project's series, in its order (patches/series)."""
-    names = [line.strip() for line in (PATCHES / "series").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
-    return [PATCHES / name for name in names]
+    from fastmig_tools.patchtool.engine import series_paths
+    return series_paths(PATCHES)
 
 
 # (label, patches applied to the source's tree, to the target's tree,

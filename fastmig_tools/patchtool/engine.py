@@ -54,6 +54,12 @@ class SeriesError(ValueError):
     """The series directory cannot be read (one line, for the user)."""
 
 
+def series_paths(patches_dir: Path) -> list[Path]:
+    """The patch files ``patches_dir/series`` lists, in order (for tools
+    that hand them to GNU patch, such as the real-xend harness)."""
+    return [Path(patches_dir) / p.name for p in load_series(patches_dir)]
+
+
 def load_series(patches_dir: Path) -> list[Patch]:
     """The series that ``patches_dir/series`` lists, in order."""
     patches_dir = Path(patches_dir)

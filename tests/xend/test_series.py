@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from fastmig_tools.patchtool.engine import series_paths
+
 pytestmark = [pytest.mark.xend, pytest.mark.timeout(180)]
 
 PATCHES = Path(__file__).resolve().parents[2] / "patches"
 
 
 def series() -> list[Path]:
-    names = [line.strip() for line in (PATCHES / "series").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
-    return [PATCHES / name for name in names]
+    return series_paths(PATCHES)
 
 
 def running(pair, host):
