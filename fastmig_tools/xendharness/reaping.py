@@ -20,10 +20,14 @@ _PR_SET_PDEATHSIG = 1
 SCRIPT_MEMORY_BYTES = 256 << 20
 
 
+# Looked up once, in the parent: between fork and exec a child of a
+# threaded process must not dlopen (another thread may hold its lock).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
 def die_with_parent() -> None:
     """``preexec_fn``: SIGKILL this child when its parent exits."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def script_limits() -> None:

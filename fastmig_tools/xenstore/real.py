@@ -18,6 +18,7 @@ Usage::
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import importlib.machinery
 import importlib.util
@@ -64,10 +65,15 @@ _MODULE_LOCK = threading.Lock()
 _module_cache: dict[Path, ModuleType] = {}
 
 
+# Looked up in the parent: a child of a threaded process must not dlopen
+# or import between fork and exec.
+_prctl = ctypes.CDLL(None).prctl
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
     """``preexec_fn``: the kernel SIGKILLs the daemon when we exit."""
-    import ctypes
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class XenstoredUnavailable(Exception):
