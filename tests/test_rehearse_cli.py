@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fastmig_tools.rehearse.faults import FAULTS, FaultError, parse_fault
+from fastmig_tools.rehearse.catalogue import FAULTS, FaultError, parse_fault
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--memory", "256M", "--precopy", "10", "--destroy-per-gb", "0.4",

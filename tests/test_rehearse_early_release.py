@@ -12,7 +12,8 @@ import json
 
 import pytest
 
-from fastmig_tools.rehearse.faults import FAULTS, apply_fault, violations
+from fastmig_tools.rehearse.catalogue import FAULTS, apply_fault
+from fastmig_tools.rehearse.observe import violations
 from fastmig_tools.rehearse.matrix import MATRIX_BASE
 from fastmig_tools.rehearse.runner import AT_TARGET, LOST, RESUMED, run_once
 from fastmig_tools.rehearse.scenario import Scenario, TEARDOWN_MS
@@ -163,9 +164,12 @@ def test_a_suspend_cancel_guest_resumes_fast_only_on_untouched_devices(
 
 def test_the_checker_catches_a_fast_resume_on_torn_down_devices():
     result = run_once(_scenario("fastmig", "xc-save-fails-suspend-cancel"))
-    broken = dataclasses.replace(result, fast_resume_after_release=True)
+    assert result.devices_force_released_ms is not None
+    broken = dataclasses.replace(
+        result, fast_resumes_ms=[result.devices_force_released_ms + 1.0])
     assert violations(broken) == [
-        "resumed fast (SUSPEND_CANCEL) on torn-down devices"]
+        "I8 no-fast-resume: resumed fast (SUSPEND_CANCEL) on torn-down "
+        "devices"]
 
 
 def test_an_hvm_guest_is_reported_suspended_when_xc_save_fails():
@@ -180,7 +184,8 @@ def test_an_hvm_guest_is_reported_suspended_when_xc_save_fails():
     # The checker: a core calling it resumed would be caught.
     misreported = dataclasses.replace(result, handover_outcome=RESUMED)
     assert violations(misreported) == [
-        "suspended at the source but reported as %s" % RESUMED]
+        "I9 honest-outcome: source copy left suspended but reported as %s"
+        % RESUMED]
 
 
 @pytest.mark.parametrize("fault", ["target-err-last-round",
@@ -201,10 +206,16 @@ def test_a_target_failing_in_the_last_round_leaves_the_guest_at_the_source(
 
 
 def test_stock_loses_the_guest_when_the_target_says_err_in_the_last_round():
-    # The checker has teeth here: stock never reads the target's answer.
+    """3.1's restore destroys its copy before it answers (err ...), so the
+    answer comes after stock destroyed the source copy: the loss is
+    stock's own (I2 counts it against no one), but stock reports success
+    for a guest that runs nowhere (I9)."""
     result = run_once(_scenario("stock", "target-err-last-round"))
     assert result.outcome == LOST
-    assert "lost after the target said (err ...)" in result.violations
+    assert result.target_said == "err"
+    assert result.source_destroy_started_ms < result.target_said_ms
+    assert [v.split(":")[0] for v in result.violations] == [
+        "I9 honest-outcome"]
 
 
 # ---------------------------------------------------------------------------

@@ -127,10 +127,13 @@ def _set_name(dominfo, name):
 
 
 def domain_migrate(dominfo, dst, port, live=True, *, env, platform,
-                   handovers=None, timeout=300.0):
-    """3.1's domain_migrate with the series' hunk: the socket goes to save."""
+                   handovers=None, timeout=300.0, wrap_socket=None):
+    """3.1's domain_migrate with the series' hunk: the socket goes to save
+    (through ``wrap_socket`` first if given: a fault injector's seam)."""
     sock = socket.create_connection((dst, port), timeout=timeout)
     sock.settimeout(None)
+    if wrap_socket is not None:
+        sock = wrap_socket(sock)
     sock.sendall(b"receive\n")
     sock.recv(80)
     save(sock.fileno(), dominfo, True, live, dst, sock=sock, env=env,

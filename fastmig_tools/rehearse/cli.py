@@ -21,7 +21,7 @@ from fastmig_tools.rehearse.scenario import (
     MEMORY_LIMITS_GB, POLICIES, TEARDOWN_MS,
     XENSTOREDS, Scenario, ScenarioError, format_size, parse_count,
     parse_memory, parse_milliseconds, parse_number)
-from fastmig_tools.rehearse.faults import (
+from fastmig_tools.rehearse.catalogue import (
     FAULTS, WHEN_HELP, FaultError, apply_fault, describe_faults, faults_json,
     parse_fault)
 from fastmig_tools.rehearse.stores import StoreUnavailable

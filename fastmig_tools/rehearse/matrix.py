@@ -1,6 +1,6 @@
 """``xend-fastmig rehearse --matrix``: every named fault against every
 policy, each run checked against the invariants of docs/design.md
-("Invariants"; ``faults.violations``).
+("Invariants"; ``fastmig_tools.invariants``).
 
 A cell is one (fault, policy): ``V/R outcome`` says that V of its R runs
 broke at least one invariant, and how the guest ended (target = running at
@@ -14,7 +14,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 
-from fastmig_tools.rehearse.faults import (
+from fastmig_tools.invariants import by_id
+
+from fastmig_tools.rehearse.catalogue import (
     FAULTS, FaultError, apply_fault, faults_json)
 from fastmig_tools.rehearse.runner import (AT_TARGET, LOST, RESUMED, TWICE,
                                            run_once)
@@ -163,6 +165,14 @@ def format_matrix(cells, policies) -> str:
                                                       kind))
     if not seen:
         lines.append("  none")
+    broken = sorted(set(kind.split(" ")[0] for cell in cells.values()
+                        for kind in cell.kinds))
+    if broken:
+        lines.append("")
+        lines.append("invariants broken (docs/design.md, \"Invariants\"):")
+        for inv_id in broken:
+            inv = by_id(inv_id)
+            lines.append("  %s %s: %s" % (inv.id, inv.name, inv.promise))
     lines.append("")
     for policy in policies:
         t = totals[policy]

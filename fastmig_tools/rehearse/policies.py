@@ -141,12 +141,14 @@ def _modelled_migrate(policy, dominfo, port, platform, store, timeout):
 
 
 def run_policy(policy, dominfo, port, platform, store, options, log=None,
-               timeout=300.0):
+               timeout=300.0, wrap_socket=None, failures=None):
     """Migrate ``dominfo`` to 127.0.0.1:``port`` under ``policy``.
 
     Returns the core's ``HandoverReport`` for fastmig (whose patched save
-    raises ``MigrationFailed`` unless the guest ended at the target: the
-    report says how it ended), None otherwise.
+    raises ``MigrationFailed`` unless the guest ended at the target: it is
+    appended to ``failures``, the report says how it ended), None
+    otherwise.  ``wrap_socket``: fastmig's relocation socket goes through
+    it (a fault injector's seam).
     """
     if policy in ("fastmig", "fastmig-late"):
         from xend_fastmig.handover import Environment
@@ -157,9 +159,10 @@ def run_policy(policy, dominfo, port, platform, store, options, log=None,
         try:
             domain_migrate(dominfo, "127.0.0.1", port, live=True, env=env,
                            platform=platform, handovers=handovers,
-                           timeout=timeout)
-        except MigrationFailed:
-            pass
+                           timeout=timeout, wrap_socket=wrap_socket)
+        except MigrationFailed as exc:
+            if failures is not None:
+                failures.append(exc)
         if handovers:
             return handovers[0].report
         return None

@@ -37,13 +37,14 @@ import tempfile
 import time
 
 from fastmig_tools.models.blkback import HungBlkback
-from fastmig_tools.rehearse import faults
+from fastmig_tools.rehearse import catalogue, injection
 from fastmig_tools.rehearse.disk import SharedDisk
+from fastmig_tools.rehearse.observe import violations
 from fastmig_tools.rehearse.platform import ModelPlatform
 from fastmig_tools.rehearse.policies import run_policy
 from fastmig_tools.rehearse.scenario import FASTMIG_POLICIES, Scenario
 from fastmig_tools.rehearse.stores import open_host_stores
-from fastmig_tools.rehearse.target import TargetHost
+from fastmig_tools.rehearse.target import READY_REPLY, TargetHost
 from fastmig_tools.rehearse.workload import (
     GuestIO, RehearsalDomainInfo, start_source_backends, stop_backends)
 
@@ -88,7 +89,7 @@ class RunResult:
     target_error: str | None
     core_log: list[str]
     scenario: dict
-    # For the invariants (fastmig_tools.rehearse.faults.violations).
+    # For the invariants (fastmig_tools.rehearse.observe).
     source_destroyed_ms: float | None = None
     handover_ms: float | None = None
     target_sent_err: bool = False
@@ -120,6 +121,21 @@ class RunResult:
     fast_resume_after_release: bool = False
     # The core's HandoverReport.outcome (fastmig only).
     handover_outcome: str | None = None
+    # For the one oracle (fastmig_tools.rehearse.observe), in ms after the
+    # suspend: the source copy's destroy began; the target's copies ran
+    # ([unpaused, destroyed or None]); what the target said and when;
+    # each block backend's drain confirmed and its device's writes all
+    # landed ([device, ms or None]); the block devices force-released;
+    # each fast (SUSPEND_CANCEL) resume; the migration raised.
+    source_destroy_started_ms: float | None = None
+    target_ran: list = dataclasses.field(default_factory=list)
+    target_said: str | None = None
+    target_said_ms: float | None = None
+    backend_drains: list = dataclasses.field(default_factory=list)
+    writes_landed: list = dataclasses.field(default_factory=list)
+    devices_force_released_ms: float | None = None
+    fast_resumes_ms: list = dataclasses.field(default_factory=list)
+    migration_failed: bool | None = None
 
     @property
     def disk_verdict(self) -> str:
@@ -217,8 +233,12 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
     cleanups.append(disk.close)
     guest = GuestIO(disk, scenario.inflight_requests())
 
+    # xend's own connection goes through the fault injector (armed only
+    # if the run's fault needs it).
     source_api = source_store.api(counted=True,
-                                  thread_name="source-xend-watcher")
+                                  thread_name="source-xend-watcher",
+                                  wrap=injection.FaultyHandle)
+    xend_handle = source_api.handle._handle
     cleanups.append(lambda: source_store.release(source_api))
     store = source_api.store()
     domid = next(_domids)
@@ -273,7 +293,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
                         fail_after_image=scenario.target_fails_after_image,
                         timeout=_deadline(scenario),
                         first_domid=next(_domids),
-                        fault=faults.FAULTS[scenario.fault].target
+                        fault=catalogue.FAULTS[scenario.fault].target
                         if scenario.fault else None,
                         fault_delay=(scenario.fault_when or 0.0) / 1000.0
                         ).start()
@@ -293,7 +313,7 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
     def run_xc_save(*args, **kwargs):
         real_run_xc_save(*args, **kwargs)
         ops_at_image.append(source_api.handle.count)
-        faults.arm_store_fault(scenario, source_store, source_api)
+        injection.arm_store_fault(scenario, source_store, xend_handle)
     platform.run_xc_save = run_xc_save
 
     from xend_fastmig.options import FastMigrationOptions
@@ -312,11 +332,20 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
         previous_level = None
     report = None
     error = None
+    failures: list = []
+    socket_wrappers: list = []
+
+    def wrap_socket(sock):
+        for wrap in socket_wrappers:
+            sock = wrap(sock)
+        return sock
     try:
-        with faults.source_faults(scenario, dominfo):
+        with injection.source_faults(scenario, dominfo, xend_handle,
+                                     socket_wrappers):
             report = run_policy(scenario.policy, dominfo, target.port,
                                 platform, store, options,
-                                timeout=_deadline(scenario))
+                                timeout=_deadline(scenario),
+                                wrap_socket=wrap_socket, failures=failures)
     except Exception as exc:
         error = "%s: %s" % (type(exc).__name__, exc)
     finally:
@@ -349,7 +378,8 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
         result.handover_ms = (source_done - platform.image_sent_at) * 1000.0
     result.target_sent_err = any(
         run.reply is not None and "(err" in run.reply for run in target.runs)
-    result.violations = faults.violations(result)
+    result.migration_failed = bool(failures) or error is not None
+    result.violations = violations(result)
     return result
 
 
@@ -466,7 +496,41 @@ def _result(scenario, guest, platform, target, dominfo, actors, verdict,
             ready = max(ready, backends_confirmed)
         limit = (ready - suspend) * 1000.0 + restore
         over = _ms(back, suspend) - limit
+    destroy_started = dominfo.times.get("destroy_started")
+    said = None
+    said_at = None
+    if run is not None and run.replied_at is not None:
+        verdict_text = run.reply.replace(READY_REPLY, "", 1).lstrip()
+        if verdict_text.startswith("(err"):
+            said = "err"
+        elif verdict_text.startswith("(ok"):
+            said = "ok"
+        said_at = run.replied_at
+    backend_drains = []
+    writes_landed = []
+    for actor, _api in actors:
+        backend_drains.append([actor.name, _ms(
+            getattr(actor, "shutdown_done_at", None) or actor.removed_at,
+            suspend)])
+        if actor.requests:
+            landed = [r.completed_at for r in actor.requests]
+            writes_landed.append([actor.name, None if None in landed
+                                  else _ms(max(landed), suspend)])
+    released_force = [t for t, _name, args in dominfo.called(
+        "_releaseDevices") if len(args) > 1 and args[1]]
+    fast_resumes = [t for t, _name, args in dominfo.called(
+        "xc.domain_resume") if len(args) > 1 and args[1]]
     return RunResult(
+        source_destroy_started_ms=_ms(destroy_started, suspend),
+        target_ran=[[_ms(r.unpaused_at, suspend), _ms(r.destroyed_at, suspend)]
+                    for r in target.runs if r.unpaused_at is not None],
+        target_said=said,
+        target_said_ms=_ms(said_at, suspend),
+        backend_drains=backend_drains,
+        writes_landed=writes_landed,
+        devices_force_released_ms=(_ms(min(released_force), suspend)
+                                   if released_force else None),
+        fast_resumes_ms=[_ms(t, suspend) for t in fast_resumes],
         early_release=(scenario.early_release
                        if scenario.policy in FASTMIG_POLICIES else None),
         suspend_ms=0.0 if suspend is not None else None,

@@ -225,7 +225,7 @@ class Scenario:
     seed: int = 1
     # Deadline for a whole run (every wait inside has its own, shorter).
     run_timeout: float = 300.0
-    # faults.FAULTS name (None: no fault) and its @when value.
+    # catalogue.FAULTS name (None: no fault) and its @when value.
     fault: str | None = None
     fault_when: float | None = None
     disk_class: str = "vbd"
@@ -268,7 +268,7 @@ class Scenario:
         if self.disk_class not in DISK_CLASSES:
             raise ScenarioError("unknown disk class %r" % self.disk_class)
         if self.fault is not None:
-            from fastmig_tools.rehearse.faults import FAULTS
+            from fastmig_tools.rehearse.catalogue import FAULTS
             if self.fault not in FAULTS:
                 raise ScenarioError("unknown fault %r" % self.fault)
         if not 0 <= self.inflight <= 32:

@@ -80,10 +80,14 @@ class HostStore:
             return self.embedded.connect()
         return self.daemon.open_lowlevel()
 
-    def api(self, counted: bool = False, thread_name: str = "Watcher"):
+    def api(self, counted: bool = False, thread_name: str = "Watcher",
+            wrap=None):
         """An ``XendApi`` over a new connection (its handle counted if
-        asked: ``api.handle.count``)."""
+        asked: ``api.handle.count``; passed through ``wrap(handle,
+        embedded_store)`` first if given, e.g. a fault injector)."""
         handle = self.connect()
+        if wrap is not None:
+            handle = wrap(handle, self.embedded)
         if counted:
             handle = CountingHandle(handle)
         api = XendApi(handle, thread_name=thread_name)

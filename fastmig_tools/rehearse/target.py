@@ -65,6 +65,7 @@ class TargetRun:
         self.unpaused_at: float | None = None
         self.destroyed_at: float | None = None
         self.reply: str | None = None
+        self.replied_at: float | None = None
         self.error: str | None = None
         self.dominfo: ModelDomainInfo | None = None
         self.done = threading.Event()
@@ -237,6 +238,8 @@ class TargetHost:
         return data.decode("latin-1")
 
     def _send(self, conn: socket.socket, run: TargetRun, text: str) -> None:
+        if run.replied_at is None and text != READY_REPLY:
+            run.replied_at = self.clock()
         run.reply = (run.reply or "") + text
         try:
             conn.sendall(text.encode("ascii"))

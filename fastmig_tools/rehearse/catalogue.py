@@ -1,5 +1,5 @@
-"""Named faults for the rehearsal (``--fault NAME[@when]``) and the
-invariants every run is checked against.
+"""The rehearsal's named faults (``--fault NAME[@when]``): what each one
+is, what its ``@WHEN`` means, and the scenario knobs it sets.
 
 A fault changes one run: the scenario's knobs (backend kind, devices,
 guest kind, a slow write), the target's restore (it fails at a step, hangs
@@ -12,23 +12,10 @@ how many milliseconds after the suspend a write lands, ``@N`` how many
 xenstore requests fail (or go through before a reset); faults without one
 refuse it.  ``describe_faults()`` is what ``--list-faults`` prints.
 
-``violations(result)`` lists what a ``RunResult`` broke of the invariants
-(docs/design.md, "Invariants"), whatever the policy:
-
-* never two running copies;
-* the guest is lost only where stock 3.1 would lose it too (the fault
-  makes the target's copy fail), and never after the target said
-  ``(err ...)``;
-* every block on the shared disk holds its newest data;
-* the target is released only after the last in-flight write landed, or
-  after the source copy was destroyed (stock's moment);
-* the source's part ends within its deadlines;
-* nothing of a destroyed guest is left in the source's xenstore (a hung
-  backend keeps its own directory, under every policy);
-* the source copy never resumes fast (SUSPEND_CANCEL) once its block
-  devices were force-released: it comes back on re-created devices;
-* a source copy left suspended (3.1 cannot resume an HVM guest without
-  its cooperation) is reported as such by fastmig's core.
+How a fault enters a run is ``injection``'s job; how a run is judged is
+the one oracle's (``fastmig_tools.invariants``, docs/design.md,
+"Invariants"): a spec only says what stock 3.1 would do under it and
+which invariant the fault itself forbids (``excuses``, by ID).
 
 What cannot be detected: a backend that removes its directory before it
 has drained (``remove-before-drain``, a buggy kernel) looks drained to any
@@ -37,21 +24,15 @@ and its violations are listed apart.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
-import threading
 
 __all__ = ["FaultSpec", "FAULTS", "parse_fault", "apply_fault",
-           "arm_store_fault", "source_faults", "violations", "FaultError",
-           "HANDOVER_SLACK", "describe_faults", "faults_json", "WHEN_HELP",
-           "WHEN_LIMITS"]
+           "FaultError", "HANDOVER_SLACK", "describe_faults", "faults_json",
+           "WHEN_HELP", "WHEN_LIMITS"]
 
 # Scheduling noise allowed on top of a run's own deadlines (seconds).
 HANDOVER_SLACK = 2.0
-# xend_fastmig.handover.SUSPENDED: what the core reports for a source copy
-# it could not resume.
-_SUSPENDED = "suspended at the source, running nowhere"
 
 # What ``@WHEN`` means, per unit, for --help and --list-faults.
 WHEN_HELP = {
@@ -91,7 +72,8 @@ class FaultSpec:
     stock_loses: bool = False
     # The fault itself forbids what an invariant asks (xend without
     # xenstore cannot clean up; a resume that raises cannot bring the
-    # guest back): those invariants are not held against the run.
+    # guest back): those invariants (fastmig_tools.invariants IDs) are not
+    # held against the run.
     excuses: tuple = ()
     undetectable: bool = False
     embedded_only: bool = False
@@ -148,7 +130,7 @@ _FAULT_LIST = [
        when_help="how many commits fail"),
     _f("xs-reset", "xend's xenstore connection is reset after the image "
        "is sent", store=("reset", 0), when_default=0, embedded_only=True,
-       excuses=("left behind",), when_unit="N",
+       excuses=("I7",), when_unit="N",
        when_help="how many more requests go through before the reset"),
     _f("target-stream", "the target fails while reading the stream "
        "(after the image, before EOF) and says (err ...)",
@@ -190,7 +172,7 @@ _FAULT_LIST = [
               ("slow_write_ms", 300.0)), stock_loses=True,
        # The target's restore answers (err ...) to the source's reset;
        # no policy can bring an HVM guest back on 3.1 whatever it hears.
-       excuses=("lost after",)),
+       excuses=("I2",)),
     _f("target-err-last-round", "the target's restore fails while the "
        "source still sends the last memory round, and it says (err ...)",
        knobs=(("last_round_seconds", 0.1), ("slow_write_ms", 300.0)),
@@ -210,13 +192,15 @@ _FAULT_LIST = [
     _f("source-drain", "an exception inside the drain wait",
        source="drain"),
     _f("source-verdict", "an exception while reading the verdict",
-       source="verdict"),
+       source="verdict",
+       # The (ok) was sent but never read: the source must say UNKNOWN.
+       excuses=("I9",)),
     _f("source-destroy", "destroying the source copy raises",
        source="destroy"),
     _f("source-resume", "resuming the source copy raises (with a target "
        "that fails at completeRestore)", source="resume",
        target=("completeRestore", "err"), stock_loses=True,
-       excuses=("lost after",)),
+       excuses=("I2",)),
     _f("suspend-cancel", "a SUSPEND_CANCEL guest whose target fails at "
        "completeRestore", knobs=(("suspend_cancel", True),),
        target=("completeRestore", "err"), stock_loses=True),
@@ -339,180 +323,3 @@ def apply_fault(scenario, name: str | None, when: float | None = None):
     changes["fault"] = name
     changes["fault_when"] = when
     return scenario.replace(**changes)
-
-
-# ---------------------------------------------------------------------------
-# the source's xenstore
-# ---------------------------------------------------------------------------
-
-def arm_store_fault(scenario, host_store, xend_api) -> None:
-    """Called once the image is sent: inject the scenario's xenstore fault.
-
-    Errors go to whoever asks next (the source's xend first, as it is the
-    one working then; a backend may take one too, as on a real host).
-    """
-    spec = FAULTS.get(scenario.fault or "none")
-    if spec is None or spec.store is None:
-        return
-    store = host_store.embedded
-    if store is None:
-        raise FaultError("xenstore faults need the embedded xenstore")
-    op, err = spec.store
-    count = int(scenario.fault_when or 0)
-    if op != "reset":
-        store.fail_next(op, err, max(count, 1))
-        return
-    handle = xend_api.handle
-    # Through the counting wrapper to the connection itself.
-    inner = getattr(handle, "_handle", handle)
-    if count <= 0:
-        with store._lock:
-            inner._die()
-        return
-    seen = [0]
-    original = handle.__class__.__getattr__
-
-    def die_later(self, name, _orig=original):
-        attr = _orig(self, name)
-        if not callable(attr) or name in ("fileno", "read_watch",
-                                          "check_watch", "close"):
-            return attr
-
-        def call(*args, **kwargs):
-            seen[0] += 1
-            if seen[0] > count:
-                with store._lock:
-                    inner._die()
-            return attr(*args, **kwargs)
-        return call
-    # Only this handle: give it a class of its own.
-    handle.__class__ = type("FaultyCountingHandle", (handle.__class__,),
-                            {"__getattr__": die_later})
-
-
-# ---------------------------------------------------------------------------
-# the source's handover steps (fastmig's own code)
-# ---------------------------------------------------------------------------
-
-_patch_lock = threading.Lock()
-
-
-class InjectedSourceFault(RuntimeError):
-    """The exception a ``source-*`` fault raises inside the handover."""
-
-
-@contextlib.contextmanager
-def source_faults(scenario, dominfo):
-    """Make one step of the handover raise for the duration of the run."""
-    spec = FAULTS.get(scenario.fault or "none")
-    step = spec.source if spec is not None else None
-    if step is None:
-        yield
-        return
-    import xend_fastmig.handover as handover
-    import xend_fastmig.release as release
-
-    def boom(*_args, **_kwargs):
-        raise InjectedSourceFault("injected: %s failed" % step)
-
-    undo = []
-
-    def patch(obj, attr, value):
-        undo.append((obj, attr, getattr(obj, attr)))
-        setattr(obj, attr, value)
-
-    with _patch_lock:
-        try:
-            if step == "capture":
-                patch(handover, "capture_block_devices", boom)
-            elif step == "release":
-                # What _releaseDevices(force=True) runs.
-                patch(release, "release_block_devices", boom)
-            elif step == "drain":
-                patch(handover.DrainWaiter, "wait", boom)
-            elif step == "verdict":
-                patch(handover, "read_verdict", boom)
-            elif step == "destroy":
-                original = dominfo.destroyDomain
-
-                def destroy():
-                    original()
-                    raise InjectedSourceFault("injected: cleanupDomain "
-                                              "failed")
-                dominfo.destroyDomain = destroy
-            elif step == "resume":
-                dominfo._createDevices = boom
-            yield
-        finally:
-            for obj, attr, value in reversed(undo):
-                setattr(obj, attr, value)
-
-
-# ---------------------------------------------------------------------------
-# the invariants
-# ---------------------------------------------------------------------------
-
-def _waited_out_the_budget(result) -> bool:
-    """Released no earlier than one drain timeout after the suspend, and
-    only after the source copy was destroyed (stock's order)."""
-    released = result.released_ms
-    destroyed = result.source_destroyed_ms
-    return (released is not None and destroyed is not None
-            and destroyed <= released
-            and released >= result.scenario["drain_timeout"] * 1000.0)
-
-
-def violations(result) -> list[str]:
-    """Every invariant (docs/design.md, "Invariants") that ``result`` (a
-    RunResult) broke."""
-    from fastmig_tools.rehearse.runner import LOST, TWICE
-    scenario = result.scenario
-    spec = FAULTS.get(scenario.get("fault") or "none", FAULTS["none"])
-    found = []
-    if result.outcome == TWICE:
-        found.append("two running copies")
-    if result.outcome == LOST:
-        if result.target_sent_err:
-            found.append("lost after the target said (err ...)")
-        elif not spec.stock_loses:
-            found.append("lost where stock 3.1 would not lose it")
-    if not result.disk_clean and not (spec.beyond_budget
-                                      and _waited_out_the_budget(result)):
-        found.append("stale blocks on the shared disk")
-    released = result.released_ms
-    if released is not None and result.last_write_ms is not None \
-            and released < result.last_write_ms:
-        destroyed = result.source_destroyed_ms
-        if destroyed is None or released < destroyed:
-            found.append("released before the last write and before the "
-                         "source copy was destroyed")
-    if result.handover_ms is not None:
-        # One drain timeout: the fast wait and the stock-order fallback's
-        # share it (issue 11, defect 8); a resume after a release may wait
-        # the grace more for the old backends to go.
-        from xend_fastmig.handover import RESUME_GRACE
-        resume = 0.0
-        if result.handover is not None and " resume " in result.handover:
-            resume = RESUME_GRACE
-        budget = (scenario["drain_timeout"] + scenario["verdict_timeout"]
-                  + scenario["memory_gb"] * scenario["destroy_per_gb"]
-                  + resume + HANDOVER_SLACK) * 1000.0
-        if result.handover_ms > budget:
-            found.append("the source took %.0f ms after the image, over "
-                         "%.0f ms" % (result.handover_ms, budget))
-    # xend's own destroyDomain failing under an injected xenstore fault
-    # leaves what stock (running that same code) leaves too.
-    if result.leftovers and not (result.destroy_failed
-                                 and spec.store is not None):
-        found.append("left behind: %s" % ", ".join(result.leftovers[:3]))
-    if result.fast_resume_after_release:
-        found.append("resumed fast (SUSPEND_CANCEL) on torn-down devices")
-    from fastmig_tools.rehearse.scenario import FASTMIG_POLICIES
-    if (result.outcome == LOST and result.source_destroyed_ms is None
-            and result.policy in FASTMIG_POLICIES
-            and result.handover_outcome is not None
-            and result.handover_outcome != _SUSPENDED):
-        found.append("suspended at the source but reported as %s"
-                     % result.handover_outcome)
-    return [v for v in found
-            if not any(v.startswith(e) for e in spec.excuses)]
