@@ -306,7 +306,10 @@ class Scenario:
                 delay = min(rng.lognormvariate(mu, self.delay_sigma), cap)
                 specs.append(InflightSpec(device, slot, delay))
         if self.slow_write_ms is not None and self.devices > 0:
-            specs.append(InflightSpec(0, self.inflight,
+            # On a device drawn from the seed: a drain that waits for the
+            # first device only must not pass.
+            specs.append(InflightSpec(rng.randrange(self.devices),
+                                      self.inflight,
                                       self.slow_write_ms / 1000.0))
         return specs
 
