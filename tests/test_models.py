@@ -28,12 +28,8 @@ from fastmig_tools.models.blkback import (
     advertise_shutdown_request,
     start_backends,
 )
-from fastmig_tools.models.guest import (
-    ModelDomainInfo,
-    VmError,
-    vbd_devid,
-    write_domain_layout,
-)
+from fastmig_tools.models.domain import ModelDomainInfo, VmError
+from fastmig_tools.models.layout import vbd_devid, write_domain_layout
 from fastmig_tools.xenstore.embedded import EmbeddedXenstore
 from fastmig_tools.xenstore.xend_api import XendApi
 

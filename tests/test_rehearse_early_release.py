@@ -219,7 +219,7 @@ def test_a_frontend_gone_during_a_shutdown_request_drain_still_unregisters():
     import uuid as uuidlib
 
     from fastmig_tools.models.blkback import ShutdownRequestBlkback, Xenwatch
-    from fastmig_tools.models.guest import write_domain_layout
+    from fastmig_tools.models.layout import write_domain_layout
     from fastmig_tools.xenstore.embedded import EmbeddedXenstore
     from fastmig_tools.xenstore.xend_api import XendApi
 

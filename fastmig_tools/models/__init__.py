@@ -2,6 +2,7 @@
 
 * ``blkback``: block backend actors (stock 3.1 blkback/blktap + udev,
   shutdown-request speaking, hung) driven by xenstore alone;
-* ``guest``: a 3.1 PV domain's xenstore layout and a ``XendDomainInfo``
-  model with the surface the handover uses.
+* ``layout``: a running 3.1 PV domain's xenstore layout and its writers;
+* ``domain``: a ``XendDomainInfo`` model with the surface the handover
+  uses, on that layout.
 """

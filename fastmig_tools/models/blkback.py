@@ -737,7 +737,7 @@ class ClassicNetback(ClassicBlkback):
 
 
 def backend_paths_of(layout, classes: Iterable[str] = ("vbd", "tap")) -> list[str]:
-    """Backend paths of a ``guest.DomainLayout``'s devices of ``classes``."""
+    """Backend paths of a ``layout.DomainLayout``'s devices of ``classes``."""
     classes = tuple(classes)
     return [d.backend for d in layout.devices if d.devclass in classes]
 

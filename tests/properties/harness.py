@@ -42,7 +42,7 @@ from fastmig_tools.models.blkback import (ClassicBlkback, ClassicNetback,
                                           InflightRequest,
                                           ShutdownRequestBlkback, Xenwatch,
                                           advertise_shutdown_request)
-from fastmig_tools.models.guest import ModelDomainInfo
+from fastmig_tools.models.domain import ModelDomainInfo
 from fastmig_tools.xenstore.embedded import EmbeddedXenstore
 from fastmig_tools.xenstore.xend_api import XendApi
 from fastmig_tools.models.patched_save import SIGNATURE
