@@ -12,7 +12,7 @@ half-close of the relocation connection, when the source waits with
   patch's and 3.1's ``testDeviceComplete``: list the backend directories
   still there, sleep 100 ms for each, until none is left.
 
-Each run is a fresh domain written by ``fastmig_tools.models.guest`` with
+Each run is a fresh domain written by ``fastmig_tools.models.layout`` with
 one classic 3.1 blkback actor per disk (``fastmig_tools.models.blkback``,
 each on its own xenstore connection, as dom0's kernel and udev are), one
 request in flight per disk completing 20-40 ms after the "suspend".
@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fastmig_tools.models.blkback import (  # noqa: E402
     ClassicBlkback, InflightRequest)
-from fastmig_tools.models.guest import ModelDomainInfo  # noqa: E402
+from fastmig_tools.models.domain import ModelDomainInfo  # noqa: E402
 from fastmig_tools.rehearse.stores import (  # noqa: E402
     HostStore, StoreUnavailable)
 from fastmig_tools.rehearse.sweep import Progress  # noqa: E402

@@ -19,21 +19,17 @@ import pytest
 
 from fastmig_tools.models.blkback import (
     ClassicBlkback,
-    ClassicNetback,
     HungBlkback,
     HungShutdownRequestBlkback,
     InflightRequest,
     ShutdownRequestBlkback,
-    Xenwatch,
     advertise_shutdown_request,
     start_backends,
 )
-from fastmig_tools.models.guest import (
-    ModelDomainInfo,
-    VmError,
-    vbd_devid,
-    write_domain_layout,
-)
+from fastmig_tools.models.domain import ModelDomainInfo, VmError
+from fastmig_tools.models.layout import vbd_devid, write_domain_layout
+from fastmig_tools.models.netback import ClassicNetback
+from fastmig_tools.models.xenbus_backend import XenbusBackend, Xenwatch
 from fastmig_tools.xenstore.embedded import EmbeddedXenstore
 from fastmig_tools.xenstore.xend_api import XendApi
 
@@ -288,6 +284,28 @@ def test_tap_closing_does_not_drain_but_removal_does(env):
     gone_at = backend_gone.wait()
     last = actor.last_completion()
     assert closing_at < last <= gone_at
+
+
+def test_netback_is_a_xenbus_backend_with_nothing_in_flight(env):
+    """Netback shares blkback's xenbus plumbing, not its block driver:
+    block checks never take it for a disk, Closing only writes state 5,
+    and the frontend's Closed while offline ends in udev's cleanup."""
+    layout = env.domain(vbds=(), vifs=[None])
+    dev = layout.vifs[0]
+    actor = env.actor(ClassicNetback, dev.backend).start()
+    assert isinstance(actor, XenbusBackend)
+    assert not isinstance(actor, ClassicBlkback)
+    assert actor.pending() == 0 and actor.requests == []
+    assert actor.running and actor._thread.name.startswith("netback-")
+    closing = equals(env, dev.backend, "state", "5")
+    env.admin.xstransact.Write(dev.frontend, "state", "5")
+    closing.wait()
+    assert actor.drains == []
+    env.admin.xstransact.Write(dev.backend, "online", "0")
+    env.admin.xstransact.Write(dev.frontend, "state", "6")
+    assert actor.wait_removed(WAIT)
+    assert actor.unregister_reason == "frontend closed, offline"
+    assert env.read(dev.frontend) is None
 
 
 def test_toolstack_writing_backend_state_alone_does_nothing(env):

@@ -229,8 +229,9 @@ def test_a_frontend_gone_during_a_shutdown_request_drain_still_unregisters():
     directory goes."""
     import uuid as uuidlib
 
-    from fastmig_tools.models.blkback import ShutdownRequestBlkback, Xenwatch
-    from fastmig_tools.models.guest import write_domain_layout
+    from fastmig_tools.models.blkback import ShutdownRequestBlkback
+    from fastmig_tools.models.xenbus_backend import Xenwatch
+    from fastmig_tools.models.layout import write_domain_layout
     from fastmig_tools.xenstore.embedded import EmbeddedXenstore
     from fastmig_tools.xenstore.xend_api import XendApi
 

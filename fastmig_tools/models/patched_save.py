@@ -9,7 +9,7 @@ place of save's ``resumeDomain``, ``finish`` at the end.  The hypervisor
 side (xc_save, the device model) is the platform's; a platform with
 ``xc_save_told_done()`` hears when ``done`` is written (xc_save's last round
 starts then, while the handler goes on).  The domain object is the
-caller's (``fastmig_tools.models.guest.ModelDomainInfo``).
+caller's (``fastmig_tools.models.domain.ModelDomainInfo``).
 """
 from __future__ import annotations
 

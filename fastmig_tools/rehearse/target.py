@@ -26,7 +26,7 @@ import struct
 import threading
 import time
 
-from fastmig_tools.models.guest import ModelDomainInfo
+from fastmig_tools.models.domain import ModelDomainInfo
 from fastmig_tools.rehearse.stream import (
     SIGNATURE, StreamError, parse_config, read_exact, read_image)
 

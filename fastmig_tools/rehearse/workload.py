@@ -19,7 +19,7 @@ import time
 from fastmig_tools.models.blkback import (
     ClassicBlkback, HungBlkback, InflightRequest, ShutdownRequestBlkback,
     advertise_shutdown_request)
-from fastmig_tools.models.guest import ModelDomainInfo
+from fastmig_tools.models.domain import ModelDomainInfo
 from fastmig_tools.rehearse.disk import INFLIGHT, NEWER, SharedDisk, block_of
 from fastmig_tools.rehearse.scenario import InflightSpec
 

@@ -15,12 +15,13 @@ import uuid
 
 import pytest
 
-from fastmig_tools.models.blkback import (ClassicBlkback, ClassicNetback,
-                                          HungBlkback,
+from fastmig_tools.models.blkback import (ClassicBlkback, HungBlkback,
                                           InflightRequest,
                                           ShutdownRequestBlkback,
                                           advertise_shutdown_request)
-from fastmig_tools.models.guest import ModelDomainInfo, write_domain_layout
+from fastmig_tools.models.domain import ModelDomainInfo
+from fastmig_tools.models.layout import write_domain_layout
+from fastmig_tools.models.netback import ClassicNetback
 from fastmig_tools.xenstore.xend_api import XendApi
 import xend_fastmig.handover as handover_module
 from xend_fastmig.handover import (AT_TARGET, FAST, STOCK_ORDER,

@@ -36,13 +36,14 @@ import threading
 import time
 import uuid as uuidlib
 
-from fastmig_tools.models.blkback import (ClassicBlkback, ClassicNetback,
-                                          HungBlkback,
+from fastmig_tools.models.blkback import (ClassicBlkback, HungBlkback,
                                           HungShutdownRequestBlkback,
                                           InflightRequest,
-                                          ShutdownRequestBlkback, Xenwatch,
+                                          ShutdownRequestBlkback,
                                           advertise_shutdown_request)
-from fastmig_tools.models.guest import ModelDomainInfo
+from fastmig_tools.models.domain import ModelDomainInfo
+from fastmig_tools.models.netback import ClassicNetback
+from fastmig_tools.models.xenbus_backend import Xenwatch
 from fastmig_tools.xenstore.embedded import EmbeddedXenstore
 from fastmig_tools.xenstore.xend_api import XendApi
 from fastmig_tools.models.patched_save import SIGNATURE

@@ -249,7 +249,7 @@ _BYSTANDER = 900
 def _with_bystander_and_rewritten_keys(where, state):
     """Before the save: a bystander guest on the same host, and the
     migrating guest pointing its frontends' ``backend`` keys elsewhere."""
-    from fastmig_tools.models.guest import write_domain_layout
+    from fastmig_tools.models.layout import write_domain_layout
 
     def before_save(out):
         dominfo = out.dominfo

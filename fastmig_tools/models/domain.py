@@ -1,32 +1,31 @@
-"""A Xen 3.1 PV domain as xend and the drivers leave it in xenstore, and a
-model of xend 3.1's ``XendDomainInfo`` around a migration.
+"""A model of xend 3.1's ``XendDomainInfo`` around a migration.
 
-``write_domain_layout`` writes what a running 3.1 PV guest looks like once
-xend created its devices, the hotplug scripts ran and both driver ends
-connected.  ``ModelDomainInfo`` has exactly the dominfo surface the core
-uses (docs/architecture.md, "The dominfo surface") and does on the store
-what xend 3.1.0 does (``tools/python/xen/xend/XendDomainInfo.py``,
+``ModelDomainInfo`` has exactly the dominfo surface the core uses
+(docs/architecture.md, "The dominfo surface") and does on the store what
+xend 3.1.0 does (``tools/python/xen/xend/XendDomainInfo.py``,
 ``server/DevController.py``, ``server/BlktapController.py``), recording
-when each step happened so a rehearsal can check the order.
+when each step happened so a rehearsal can check the order.  The domain's
+xenstore layout it writes and re-creates is ``models.layout``'s.
 
 Everything goes through the store handle (``.xstransact`` / ``.xswatch``).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 import uuid as uuidlib
 from typing import Callable
 
+from fastmig_tools.models.layout import (
+    DomainLayout,
+    write_devices,
+    write_domain_layout,
+    write_keys,
+)
+
 __all__ = [
     "VmError",
-    "DeviceLayout",
-    "DomainLayout",
-    "write_domain_layout",
-    "write_devices",
-    "vbd_devid",
     "ModelXendConfig",
     "ModelImage",
     "ModelDevController",
@@ -41,264 +40,12 @@ MIGRATE_TIMEOUT = 30.0
 # XendDevices.valid_devices() in 3.1: the classes _releaseDevices walks.
 VALID_DEVICES = ("vbd", "vif", "vtpm", "pci", "ioports", "irq", "usb",
                  "tap", "vfb", "vkbd", "console")
-_XVD_MAJOR = 202
 _CLOSING = "5"
 
 
 class VmError(Exception):
     """xend's VmError, as DevController raises it."""
 
-
-# ---------------------------------------------------------------------------
-# the layout
-# ---------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class DeviceLayout:
-    """Where one device lives in the store."""
-
-    devclass: str          # "vbd", "tap" or "vif"
-    devid: int
-    frontend: str          # /local/domain/<domid>/device/<vbd|vif>/<devid>
-    backend: str           # /local/domain/<b>/backend/<cls>/<domid>/<devid>
-    vm_device: str         # /vm/<uuid>/device/<cls>/<devid>
-    dev: str | None = None  # guest name ("xvda") for disks
-    spec: dict = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class DomainLayout:
-    """What ``write_domain_layout`` wrote."""
-
-    domid: int
-    name: str
-    uuid: str
-    dompath: str
-    vmpath: str
-    backend_domid: int
-    devices: list[DeviceLayout]
-
-    def of_class(self, devclass: str) -> list[DeviceLayout]:
-        return [d for d in self.devices if d.devclass == devclass]
-
-    @property
-    def vbds(self) -> list[DeviceLayout]:
-        return self.of_class("vbd")
-
-    @property
-    def taps(self) -> list[DeviceLayout]:
-        return self.of_class("tap")
-
-    @property
-    def vifs(self) -> list[DeviceLayout]:
-        return self.of_class("vif")
-
-    @property
-    def block_devices(self) -> list[DeviceLayout]:
-        return [d for d in self.devices if d.devclass in ("vbd", "tap")]
-
-    def device(self, devclass: str, devid: int) -> DeviceLayout:
-        for d in self.devices:
-            if d.devclass == devclass and d.devid == int(devid):
-                return d
-        raise KeyError("%s/%s" % (devclass, devid))
-
-
-def vbd_devid(index: int) -> int:
-    """Linux's device number of xvd<a+index>: 202*256 + 16*index."""
-    return _XVD_MAJOR * 256 + 16 * index
-
-
-def _disk_spec(item, index: int, devclass: str) -> dict:
-    """Normalise a vbd/tap description into xend's config keys."""
-    if isinstance(item, dict):
-        spec = dict(item)
-    else:
-        spec = {"uname": str(item)}
-    spec.setdefault("dev", "xvd%s" % chr(ord("a") + index))
-    spec.setdefault("mode", "w")
-    if "uname" not in spec:
-        params = spec.get("params", "/dev/null")
-        spec["uname"] = "%s:%s" % ("tap" if devclass == "tap" else "phy",
-                                   params)
-    if ":" not in spec["uname"]:
-        prefix = "tap:aio" if devclass == "tap" else "phy"
-        spec["uname"] = "%s:%s" % (prefix, spec["uname"])
-    typ, params = spec["uname"].split(":", 1)
-    spec.setdefault("type", typ)
-    spec.setdefault("params", params)
-    return spec
-
-
-def _vif_spec(item, index: int, domid: int) -> dict:
-    spec = dict(item) if isinstance(item, dict) else {}
-    if isinstance(item, str):
-        spec["mac"] = item
-    spec.setdefault("mac", "00:16:3e:%02x:%02x:%02x" % (
-        (domid >> 8) & 0x7f, domid & 0xff, index & 0xff))
-    spec.setdefault("bridge", "xenbr0")
-    spec.setdefault("script", "vif-bridge")
-    spec.setdefault("type", "netfront")
-    return spec
-
-
-def _write_all(store, base: str, values: dict) -> None:
-    write = store.xstransact.Write
-    for key, value in values.items():
-        write(base, key, str(value))
-
-
-def write_devices(store, domid: int, uuid: str, vbds=(), taps=(), vifs=(),
-                  backend_domid: int = 0) -> list[DeviceLayout]:
-    """Write the devices of a running 3.1 PV domain; return where they are.
-
-    Disks (vbds, then taps) take xvda, xvdb, ... unless a spec names its
-    ``dev``; a tap's frontend lives under ``device/vbd`` as blkfront and
-    3.1's BlktapController have it.  vifs are numbered 0, 1, ...
-    A spec is a uname/path string or a dict of xend's config keys.
-    """
-    dompath = "/local/domain/%d" % domid
-    vmpath = "/vm/%s" % uuid
-    backhome = "/local/domain/%d" % backend_domid
-    name_of = store.xstransact.Read(dompath, "name") or ""
-    devices: list[DeviceLayout] = []
-
-    disks = [("vbd", v) for v in vbds] + [("tap", t) for t in taps]
-    for index, (devclass, item) in enumerate(disks):
-        spec = _disk_spec(item, index, devclass)
-        devid = int(spec.get("devid", _parse_xvd(spec["dev"])))
-        frontend = "%s/device/vbd/%d" % (dompath, devid)
-        backend = "%s/backend/%s/%d/%d" % (backhome, devclass, domid, devid)
-        vm_device = "%s/device/%s/%d" % (vmpath, devclass, devid)
-        # Backend first: blkback probes from it and reads the frontend.
-        _write_all(store, backend, {
-            "domain": name_of,
-            "frontend": frontend,
-            "frontend-id": domid,
-            "dev": spec["dev"],
-            "type": spec["type"],
-            "params": spec["params"],
-            "mode": spec["mode"],
-            "online": 1,
-            "state": 4,
-            "hotplug-status": "connected",
-            "physical-device": "%x:%x" % (253, index),
-            "feature-barrier": 1,
-            "sectors": spec.get("sectors", 2097152),
-            "info": 0,
-            "sector-size": 512,
-        })
-        _write_all(store, frontend, {
-            "backend": backend,
-            "backend-id": backend_domid,
-            "virtual-device": devid,
-            "device-type": spec.get("device_type", "disk"),
-            "ring-ref": 8 + index,
-            "event-channel": 10 + index,
-            "state": 4,
-        })
-        _write_all(store, vm_device, {
-            "dev": spec["dev"], "uname": spec["uname"], "mode": spec["mode"]})
-        devices.append(DeviceLayout(devclass, devid, frontend, backend,
-                                    vm_device, spec["dev"], spec))
-
-    for devid, item in enumerate(vifs):
-        spec = _vif_spec(item, devid, domid)
-        frontend = "%s/device/vif/%d" % (dompath, devid)
-        backend = "%s/backend/vif/%d/%d" % (backhome, domid, devid)
-        vm_device = "%s/device/vif/%d" % (vmpath, devid)
-        # netif.py writes these under /vm while computing the details.
-        _write_all(store, vm_device, {
-            "script": spec["script"], "mac": spec["mac"],
-            "type": spec["type"], "bridge": spec["bridge"]})
-        _write_all(store, backend, {
-            "domain": name_of,
-            "frontend": frontend,
-            "frontend-id": domid,
-            "script": "/etc/xen/scripts/%s" % spec["script"],
-            "mac": spec["mac"],
-            "bridge": spec["bridge"],
-            "type": spec["type"],
-            "handle": devid,
-            "online": 1,
-            "state": 4,
-            "hotplug-status": "connected",
-            "feature-sg": 1,
-            "feature-gso-tcpv4": 1,
-            "feature-rx-copy": 1,
-        })
-        _write_all(store, frontend, {
-            "backend": backend,
-            "backend-id": backend_domid,
-            "handle": devid,
-            "mac": spec["mac"],
-            "tx-ring-ref": 100 + 2 * devid,
-            "rx-ring-ref": 101 + 2 * devid,
-            "event-channel": 20 + devid,
-            "request-rx-copy": 1,
-            "state": 4,
-        })
-        devices.append(DeviceLayout("vif", devid, frontend, backend,
-                                    vm_device, None, spec))
-    if vifs:
-        store.xstransact.Write("%s/device-misc/vif" % dompath,
-                               "nextDeviceID", str(len(vifs)))
-    return devices
-
-
-def _parse_xvd(dev: str) -> int:
-    name = dev.split("/")[-1]
-    if name.startswith("xvd") and len(name) >= 4 and name[3].isalpha():
-        return vbd_devid(ord(name[3]) - ord("a")) + int(name[4:] or 0)
-    if name.isdigit():
-        return int(name)
-    raise ValueError("cannot number disk %r" % dev)
-
-
-def _write_domain_details(store, domid: int, name: str, uuid: str,
-                          memory_mb: int = 1024, store_port: int = 1,
-                          console_port: int = 2) -> None:
-    dompath = "/local/domain/%d" % domid
-    vmpath = "/vm/%s" % uuid
-    _write_all(store, vmpath, {
-        "uuid": uuid, "name": name, "memory": memory_mb, "maxmem": memory_mb,
-        "vcpus": 1, "vcpu_avail": 1, "on_poweroff": "destroy",
-        "on_reboot": "restart", "on_crash": "restart",
-        "xend/restart_count": 0,
-    })
-    _write_all(store, dompath, {
-        "vm": vmpath,
-        "name": name,
-        "domid": domid,
-        "memory/target": memory_mb * 1024,
-        "console/port": console_port,
-        "console/ring-ref": 1000 + domid,
-        "console/limit": 1048576,
-        "store/port": store_port,
-        "store/ring-ref": 2000 + domid,
-        "cpu/0/availability": "online",
-        "control/platform-feature-multiprocessor-suspend": 1,
-    })
-
-
-def write_domain_layout(store, domid: int, name: str, uuid: str, vbds=(),
-                        taps=(), vifs=(), backend_domid: int = 0,
-                        memory_mb: int = 1024) -> DomainLayout:
-    """Write a running 3.1 PV domain (domain, /vm and devices).
-
-    Returns the ``DomainLayout``.  Overwrites keys already there; never
-    removes anything.
-    """
-    _write_domain_details(store, domid, name, uuid, memory_mb)
-    devices = write_devices(store, domid, uuid, vbds, taps, vifs,
-                            backend_domid)
-    return DomainLayout(domid, name, uuid, "/local/domain/%d" % domid,
-                        "/vm/%s" % uuid, backend_domid, devices)
-
-
-# ---------------------------------------------------------------------------
-# xend's objects
-# ---------------------------------------------------------------------------
 
 class ModelXendConfig(dict):
     """The bits of XendConfig the handover reads."""
@@ -717,7 +464,7 @@ class ModelDomainInfo:
 
     def _storeDomDetails(self) -> None:
         self._record("_storeDomDetails")
-        _write_all(self.store, self.dompath, {
+        write_keys(self.store, self.dompath, {
             "domid": self.domid,
             "vm": self.vmpath,
             "name": self.getName(),
