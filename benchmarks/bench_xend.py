@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fastmig_tools.xendharness.harness import TwoHosts  # noqa: E402
+from fastmig_tools.xendharness.observe import LOUD, outcome_of  # noqa: E402
 
 TREES_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "xen"
 TREES = ("3.1.0", "unstable-2007-06-08")
@@ -67,20 +68,10 @@ def migrate_once(tree, config, memory_gb, seconds_per_gb, write_delay=None,
         if fault:
             getattr(pair, fault)()
         result = pair.migrate(guest, live=True, settle_timeout=60 + 2 * memory_gb * seconds_per_gb)
-        outcome = outcome_of(pair, guest, result)
+        outcome = LOUD[outcome_of(pair, result)]
         return result, pair.disk_verdict(), outcome
     finally:
         pair.stop()
-
-
-def outcome_of(pair, guest, result) -> str:
-    if result.target_domid is not None:
-        return "running at the target"
-    running = [d for d in pair.domains(pair.source)
-               if not d["paused"] and not d["shutdown"]] if pair.source.xend_alive else []
-    if running:
-        return "resumed at the source"
-    return "LOST (no copy runs)"
 
 
 def fmt(seconds) -> str:

@@ -20,7 +20,14 @@ from __future__ import annotations
 import dataclasses
 
 __all__ = ["Invariant", "INVARIANTS", "Violation", "Observation", "check",
-           "SUSPENDED", "ERR_TRANSIT", "by_id"]
+           "SUSPENDED", "ERR_TRANSIT", "by_id", "AT_TARGET", "RESUMED",
+           "LOST", "TWICE"]
+
+# Where a guest ends, in every world's report.
+AT_TARGET = "running at the target"
+RESUMED = "resumed at the source"
+LOST = "lost"
+TWICE = "running twice"
 
 # xend_fastmig.handover.SUSPENDED: what the core reports for a source copy
 # it could not resume (repeated so that the oracle imports no core code).

@@ -36,6 +36,7 @@ import shutil
 import tempfile
 import time
 
+from fastmig_tools.invariants import AT_TARGET, LOST, RESUMED, TWICE
 from fastmig_tools.models.blkback import HungBlkback
 from fastmig_tools.rehearse import catalogue, injection
 from fastmig_tools.rehearse.disk import SharedDisk
@@ -51,10 +52,6 @@ from fastmig_tools.rehearse.workload import (
 __all__ = ["RunResult", "run_once", "AT_TARGET", "RESUMED", "LOST", "TWICE",
            "TEMP_PREFIX"]
 
-AT_TARGET = "running at the target"
-RESUMED = "resumed at the source"
-LOST = "lost"
-TWICE = "running twice"
 
 TEMP_PREFIX = "fastmig-rehearse-"
 

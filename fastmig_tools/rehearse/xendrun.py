@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fastmig_tools.invariants import AT_TARGET, LOST, RESUMED, TWICE
+
 __all__ = ["XEND_FAULTS", "XEND_SWEEPABLE", "XendPoint", "XendRun",
            "run_xend_command", "run_point", "format_xend_point",
            "run_xend_matrix", "format_xend_matrix", "SCHEMA"]
@@ -32,10 +34,6 @@ __all__ = ["XEND_FAULTS", "XEND_SWEEPABLE", "XendPoint", "XendRun",
 SCHEMA = "xend-fastmig-rehearse-xend/1"
 QUICK_WRITE_S = 0.005
 
-AT_TARGET = "running at the target"
-RESUMED = "resumed at the source"
-LOST = "lost"
-TWICE = "running twice"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +77,8 @@ class XendRun:
     outcome: str
     error: str | None
     seconds: float
+    # The one oracle's verdict (fastmig_tools.xendharness.observe).
+    violations: list = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
@@ -86,19 +86,26 @@ class XendRun:
         return out
 
 
-# name -> (what it does, how: {"backend": ..., "write": s, "call": f(pair)})
+# name -> (what it does, how: {"backend": ..., "write": s, "call": f(pair),
+# "stock_loses": stock 3.1 ends with no running copy under it})
 XEND_FAULTS = {
     "slow-write": ("every disk's in-flight write lands 2.5 s after the suspend "
                    "(storage failing over)", {"write": 2.5}),
     "target-restore-fails": ("the target's xc_restore fails after reading the "
-                             "whole image", {"call": lambda p: p.fail_in_stream()}),
+                             "whole image",
+                             {"call": lambda p: p.fail_in_stream(),
+                              "stock_loses": True}),
     "target-unpause-fails": ("the target's hypervisor refuses to unpause the "
-                             "restored guest", {"call": lambda p: p.fail_unpause()}),
+                             "restored guest",
+                             {"call": lambda p: p.fail_unpause(),
+                              "stock_loses": True}),
     "target-dies": ("the target's xend is killed once it has the whole image",
-                    {"call": lambda p: p.kill_target_after_image()}),
+                    {"call": lambda p: p.kill_target_after_image(),
+                     "stock_loses": True}),
     "target-hotplug-fails": ("the target's block hotplug script fails "
                              "(waitForDevices raises)",
-                             {"call": lambda p: p.fail_hotplug()}),
+                             {"call": lambda p: p.fail_hotplug(),
+                              "stock_loses": True}),
     "source-save-fails": ("the source's xc_save fails after the suspend",
                           {"call": lambda p: p.fail_save_after_suspend()}),
     "hung-backend": ("the source's blkback never drains or tears down (the "
@@ -120,22 +127,13 @@ def _ms(value) -> str:
     return "%.1f ms" % value
 
 
-def _outcome(pair, result) -> str:
-    at_target = result.target_domid is not None
-    at_source = False
-    if pair.source.xend_alive:
-        at_source = any(not d["paused"] and not d["shutdown"] and not d["dying"]
-                        for d in pair.domains(pair.source))
-    if at_target and at_source:
-        return TWICE
-    return AT_TARGET if at_target else RESUMED if at_source else LOST
-
-
 def run_point(tree: Path, policy: str, point: XendPoint, patch_dir: Path) -> XendRun:
     """One live migration of a PV guest between two hosts running
     ``policy``'s xend of ``tree``."""
     from fastmig_tools.verify.patchsets import variant_patches
     from fastmig_tools.xendharness.harness import TwoHosts
+    from fastmig_tools.xendharness.observe import (
+        outcome_of, stock_leftovers, violations as oracle_violations)
     started = time.time()
     patches = variant_patches(policy, tree, patch_dir)
     fault = XEND_FAULTS[point.fault][1] if point.fault else {}
@@ -152,6 +150,7 @@ def run_point(tree: Path, policy: str, point: XendPoint, patch_dir: Path) -> Xen
         pair.start()
         guest = pair.create_guest(disks=point.devices,
                                   memory_mb=int(point.memory_gb * 1024))
+        domid = guest.domid
         if point.devices:
             pair.arm_inflight(guest, delay=write)
         if "call" in fault:
@@ -165,7 +164,11 @@ def run_point(tree: Path, policy: str, point: XendPoint, patch_dir: Path) -> Xen
         if t.gate_open is not None and landed:
             after = (t.gate_open - max(landed)) * 1000.0
         verdict = pair.disk_verdict()
-        outcome = _outcome(pair, result)
+        outcome = outcome_of(pair, result)
+        found = oracle_violations(
+            pair, domid, result,
+            stock_ends_without_copy=fault.get("stock_loses", False),
+            stocks_own=stock_leftovers(tree))
         blackout = t.blackout
         if outcome == RESUMED:
             blackout = None          # resumed at the source: not measured here
@@ -173,7 +176,8 @@ def run_point(tree: Path, policy: str, point: XendPoint, patch_dir: Path) -> Xen
                        None if t.gate is None else t.gate * 1000.0, after,
                        verdict.clean, list(verdict.stale), outcome,
                        result.error.strip().splitlines()[0][-240:]
-                       if result.error else None, time.time() - started)
+                       if result.error else None, time.time() - started,
+                       found)
     finally:
         pair.stop()
 
@@ -282,19 +286,9 @@ def run_points(tree: Path, policies, points, runs: int, progress=None):
 
 
 def violations(run: XendRun) -> list:
-    """The harness's share of docs/design.md's invariants."""
-    out = []
-    if not run.disk_clean:
-        out.append("disk CORRUPT (%d stale)" % len(run.stale_blocks))
-    if run.outcome == LOST:
-        out.append("guest lost")
-    if run.outcome == TWICE:
-        out.append("guest running twice")
-    if run.error is None and run.outcome == RESUMED:
-        out.append("xm migrate reported success, the guest is at the source")
-    if run.error is not None and run.outcome == AT_TARGET:
-        out.append("xm migrate failed, the guest runs at the target")
-    return out
+    """The one oracle's violations of the run (docs/design.md,
+    "Invariants")."""
+    return list(run.violations)
 
 
 def run_xend_matrix(tree: Path, faults, policies, runs: int, base: XendPoint,

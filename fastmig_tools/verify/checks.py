@@ -20,7 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from fastmig_tools import invariants
 from fastmig_tools.patchtool import engine
+from fastmig_tools.xendharness.observe import LOUD
+from fastmig_tools.xendharness.observe import outcome_of as harness_outcome
 
 __all__ = ["Setup", "Run", "CheckResult", "Figure", "plan", "run_count", "series_check",
            "copy_tree", "outcome_of", "run_migration"]
@@ -31,10 +34,10 @@ __all__ = ["Setup", "Run", "CheckResult", "Figure", "plan", "run_count", "series
 SHORT_WRITE = 0.05
 SLOW_WRITE = 1.0
 
-AT_TARGET = "running at the target"
-AT_SOURCE = "resumed at the source"
-LOST = "LOST (no copy runs)"
-TWICE = "RUNNING TWICE"
+AT_TARGET = LOUD[invariants.AT_TARGET]
+AT_SOURCE = LOUD[invariants.RESUMED]
+LOST = LOUD[invariants.LOST]
+TWICE = LOUD[invariants.TWICE]
 
 
 @dataclasses.dataclass
@@ -196,18 +199,7 @@ def foreign_patch(tree: Path) -> str:
 # -- one migration on the harness -------------------------------------------
 
 def outcome_of(pair, result) -> str:
-    at_target = result is not None and result.target_domid is not None
-    at_source = False
-    if pair.source.xend_alive:
-        at_source = any(not d["paused"] and not d["shutdown"] and not d["dying"]
-                        for d in pair.domains(pair.source))
-    if at_target and at_source:
-        return TWICE
-    if at_target:
-        return AT_TARGET
-    if at_source:
-        return AT_SOURCE
-    return LOST
+    return LOUD[harness_outcome(pair, result)]
 
 
 def _pair(setup: Setup, source: str, target: str, **options):

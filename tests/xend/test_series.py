@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fastmig_tools.patchtool.engine import series_paths
+from fastmig_tools.xendharness.observe import stock_leftovers, violations
 
 pytestmark = [pytest.mark.xend, pytest.mark.timeout(180)]
 
@@ -30,14 +31,17 @@ def running(pair, host):
 @pytest.mark.parametrize("live", [True, False], ids=["live", "nonlive"])
 @pytest.mark.parametrize("direction", ["patched-stock", "stock-patched",
                                        "patched-patched"])
-def test_migration_in_every_direction(xend_pair, direction, live):
+def test_migration_in_every_direction(xend_pair, xen_tree, direction, live):
     source_patched = direction.startswith("patched")
     target_patched = direction.endswith("-patched")
     pair = xend_pair(patches=series() if source_patched else [],
                      target_patches=series() if target_patched else [])
     guest = pair.create_guest(disks=2, memory_mb=1024)
+    domid = guest.domid
     pair.arm_inflight(guest, delay=0.05)
     result = pair.migrate(guest, live=live)
+    assert violations(pair, domid, result,
+                      stocks_own=stock_leftovers(xen_tree)) == []
     assert result.ok, result.error
     assert result.target_domid is not None, pair.source.xend_log()[-3000:]
     assert pair.wait_running(pair.target, result.target_domid)
@@ -49,15 +53,19 @@ def test_migration_in_every_direction(xend_pair, direction, live):
     assert t.suspended < t.image_sent <= t.gate_open < t.unpaused
 
 
-def test_the_patched_source_releases_the_target_before_the_destroy(xend_pair):
+def test_the_patched_source_releases_the_target_before_the_destroy(
+        xend_pair, xen_tree):
     """The point of the series: the gate no longer waits for the source's
     domain_destroy (seconds per GB), yet the slow in-flight write lands
     before the target runs."""
     pair = xend_pair(patches=series(), target_patches=[],
                      destroy_seconds_per_gb=1.0)
     guest = pair.create_guest(disks=1, memory_mb=4096)
+    domid = guest.domid
     pair.arm_inflight(guest, delay=0.4)
     result = pair.migrate(guest, live=True)
+    assert violations(pair, domid, result,
+                      stocks_own=stock_leftovers(xen_tree)) == []
     assert result.ok, result.error
     t = result.timings
     assert t.gate_open < t.source_destroyed, t
@@ -67,14 +75,18 @@ def test_the_patched_source_releases_the_target_before_the_destroy(xend_pair):
     assert landed and max(landed) < t.gate_open
 
 
-def test_a_target_failing_after_the_image_gets_the_guest_resumed(xend_pair):
+def test_a_target_failing_after_the_image_gets_the_guest_resumed(
+        xend_pair, xen_tree):
     """Stock loses the guest here (tests/xend/test_target_faults.py); the
     patched source reads the (err ...), resumes its copy on re-created
     devices, and domain_migrate raises saying so."""
     pair = xend_pair(patches=series(), target_patches=[])
     guest = pair.create_guest(disks=1)
+    domid = guest.domid
     pair.fail_unpause()
     result = pair.migrate(guest, live=True)
+    assert violations(pair, domid, result, stock_ends_without_copy=True,
+                      stocks_own=stock_leftovers(xen_tree)) == []
     assert result.error is not None and "resumed at the source" in result.error
     assert [d["domid"] for d in running(pair, pair.source)] == [guest.domid]
     assert running(pair, pair.target) == []
