@@ -205,16 +205,20 @@ def test_verify_on_a_tree_already_patched_by_the_series(capsys, tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_the_harness_gets_the_tree_by_its_content(tmp_path, monkeypatch):
-    """The harness caches builds by path: an edited tree must reach it
-    under a new path, an unchanged one under the same."""
-    monkeypatch.setenv("FASTMIG_XENDHARNESS_CACHE", str(tmp_path / "cache"))
+def test_the_harness_builds_an_edited_tree_anew(tmp_path):
+    """Builds are cached by the tree's content: an edited tree must get a
+    build of its own, an unchanged one the same."""
+    from fastmig_tools.xendharness.build import _key
     tree = writable_copy(tree_path("3.1.0"), tmp_path / "3.1.0")
-    first = patchsets.harness_tree(tree)
-    assert first.name == "3.1.0" and patchsets.harness_tree(tree) == first
+    first = _key(tree, [])
+    assert _key(tree, []) == first
     rel = "tools/python/xen/xend/XendDomain.py"
     (tree / rel).write_text((tree / rel).read_text() + "# edited\n")
-    second = patchsets.harness_tree(tree)
-    assert second != first
-    assert (second / rel).read_text().endswith("# edited\n")
-    assert not (first / rel).read_text().endswith("# edited\n")
+    assert _key(tree, []) != first
+    # The same content elsewhere is the same build.
+    (tmp_path / "elsewhere").mkdir()
+    other = writable_copy(tree, tmp_path / "elsewhere" / "3.1.0")
+    assert _key(other, []) == _key(tree, [])
+    patch = tmp_path / "x.patch"
+    patch.write_text("--- a/x\n+++ b/x\n")
+    assert _key(tree, [patch]) != _key(tree, [])

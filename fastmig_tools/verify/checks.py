@@ -16,7 +16,6 @@ import re
 import os
 import shutil
 import stat
-import tempfile
 import time
 from pathlib import Path
 

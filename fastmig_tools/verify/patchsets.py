@@ -115,43 +115,7 @@ def variant_patches(variant: str, tree: Path, dest: Path) -> list[Path]:
 
 
 def harness_tree(tree: Path) -> Path:
-    """What to hand the harness for ``tree``: a copy of its tools/python and
-    tools/examples at a path named by their content.
-
-    The harness caches its builds by the tree's path and the patches'
-    bytes, not by the tree's content: a packager who edits their tree and
-    runs verify again would otherwise get the old build.  The copy keeps
-    the tree's folder name (the harness and the ports go by it)."""
-    import hashlib
-    import os
-    import shutil
-    import tempfile
-    from fastmig_tools.xendharness.build import CACHE_ENV, DEFAULT_CACHE
-    tree = Path(tree).resolve()
-    digest = hashlib.sha256()
-    parts = ("tools/python", "tools/examples")
-    for part in parts:
-        for path in sorted((tree / part).rglob("*")):
-            rel = str(path.relative_to(tree))
-            if path.is_symlink():
-                digest.update(b"L\0" + rel.encode() + b"\0" + os.readlink(path).encode())
-            elif path.is_file():
-                digest.update(b"F\0" + rel.encode() + b"\0%o\0" % (path.stat().st_mode & 0o111))
-                digest.update(path.read_bytes())
-    root = Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE) / "trees"
-    dest = root / digest.hexdigest()[:16] / tree.name
-    if (dest / "tools" / "python").is_dir():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".copy-", dir=dest.parent))
-    try:
-        for part in parts:
-            shutil.copytree(tree / part, work / part, symlinks=True)
-        try:
-            os.rename(work, dest)
-        except OSError:
-            if not (dest / "tools" / "python").is_dir():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return dest
+    """What to hand the harness for ``tree``: the tree itself (the
+    harness caches its builds by the tree's content, so an edited tree is
+    built anew)."""
+    return Path(tree).resolve()

@@ -5,8 +5,9 @@
 patch files in order with ``patch -p1 --fuzz=0`` and builds the tree's own
 C bindings for Python 2.7 against Debian's libraries (facts section 10):
 ``xen.lowlevel.xs`` (libxenstore) and ``xen.lowlevel.ptsname``.  The
-result is cached under a key made of the tree's path and every patch's
-bytes, so a second call is instant.  The hypervisor stand-ins (``xc``,
+result is cached under a key made of the content of the tree's
+``tools/python`` and ``tools/examples`` and of every patch's bytes, so a
+second call is instant and an edited tree gets a build of its own.  The hypervisor stand-ins (``xc``,
 ``acm``) and the helper wrappers are refreshed on every call, so an edit
 of them never needs a cache purge.
 """
@@ -81,8 +82,24 @@ class PreparedTree:
                                    if self.patches else "")
 
 
+# What the harness copies of a tree, and so what its builds depend on.
+TREE_PARTS = ("tools/python", "tools/examples")
+
+
 def _key(tree: Path, patches: list[Path]) -> str:
-    h = hashlib.sha256(str(tree.resolve()).encode())
+    """The tree's parts by content (names, modes, symlinks, bytes), then
+    every patch's bytes."""
+    h = hashlib.sha256()
+    tree = tree.resolve()
+    for part in TREE_PARTS:
+        for path in sorted((tree / part).rglob("*")):
+            rel = str(path.relative_to(tree)).encode()
+            if path.is_symlink():
+                h.update(b"L\0" + rel + b"\0" + os.readlink(path).encode())
+            elif path.is_file():
+                h.update(b"F\0" + rel + b"\0%o\0"
+                         % (path.stat().st_mode & 0o111))
+                h.update(path.read_bytes())
     for p in patches:
         h.update(b"\0patch\0" + Path(p).read_bytes())
     return h.hexdigest()[:16]

@@ -29,7 +29,7 @@ import uuid as uuidlib
 from pathlib import Path
 
 from fastmig_tools.xendharness.build import prepare_tree
-from fastmig_tools.xendharness.disk import SLOTS, check_images, create_image
+from fastmig_tools.xendharness.disk import check_images, create_image
 from fastmig_tools.xendharness.host import Host, HostError
 
 __all__ = ["TwoHosts", "Guest", "MigrationResult", "Timings", "HostError"]

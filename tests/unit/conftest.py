@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
-from tests.unit.fakes import FakeXenstore, write_pv_domain
+from tests.unit.fakes import FakeXenstore
 
 
 @pytest.fixture

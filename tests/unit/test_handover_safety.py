@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.test_handover import BACKEND, Target, drain_after, hand_over, make
 from xend_fastmig.handover import (AT_TARGET, FAST, LOST, RESUMED,
-                                   STOCK_ORDER, Handover)
+                                   STOCK_ORDER)
 
 # As 3.1's relocation server writes an error (sxp.show: repr() strings).
 REPR_ERR = (b"(err (type \"<class 'xen.xend.XendError.XendError'>\") "

@@ -1,7 +1,6 @@
 """Block device classes and dom0 backend flavours under stock 3.1 xend."""
 from __future__ import annotations
 
-import os
 
 import pytest
 
