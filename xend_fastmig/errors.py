@@ -1,6 +1,6 @@
 """The errors the handover raises: one root, one class per failure."""
 
-__all__ = ["FastMigError", "DrainTimeout", "TargetFailed", "MalformedStore"]
+__all__ = ["FastMigError", "DrainTimeout", "TargetFailed"]
 
 
 class FastMigError(Exception):
@@ -33,14 +33,3 @@ class TargetFailed(FastMigError):
         self.reason = reason
         FastMigError.__init__(self, "migration target failed: %s" % reason)
 
-
-class MalformedStore(FastMigError):
-    """The domain's device entries in xenstore cannot be trusted.
-
-    ``problems`` lists what was wrong, one string each.
-    """
-
-    def __init__(self, problems):
-        self.problems = list(problems)
-        FastMigError.__init__(
-            self, "malformed device entries: %s" % "; ".join(self.problems))
