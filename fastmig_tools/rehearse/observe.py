@@ -31,7 +31,7 @@ def _waited_out_the_budget(result) -> bool:
 
 def budget_seconds(result) -> float:
     """The source's deadlines after the image: one drain timeout (the fast
-    wait and the stock-order fallback's share it: docs/design.md, step c),
+    wait and the stock-order fallback's share it: docs/design.md, step 5),
     the verdict, the destroy, and, for a resume after a release, the grace
     for the old backends to go."""
     from xend_fastmig.handover import RESUME_GRACE
