@@ -12,9 +12,15 @@ where they part:
 
 ``Xen417Semantics`` is held to the real 4.17 daemon by
 tests/test_xenstore_conformance.py; ``Xen31Semantics`` follows the 3.1.0
-source (xen.git tag 3.1.0-branched, ``tools/xenstore``), cited where it
-decides.  No 3.1 daemon runs here, so tests/test_xenstore_semantics.py
+source, cited where it decides: ``tools/xenstore`` of xen.git at tag
+3.1.0-branched (15f6eaada9, the commit of ../shared/xen/3.1.0, which
+carries only ``tools/python`` and ``tools/examples``).  No 3.1 daemon runs here, so tests/test_xenstore_semantics.py
 pins its decisions.
+
+Both flavours share 4.17's limits (a 2048-byte path quota, E2BIG for a
+request over 4096 bytes): 3.1 has no path quota and drops the connection
+of a client sending more than PATH_MAX (handle_input), which nothing here
+comes near.
 
 A semantics object works on the store's committed tree (``nodes``, a dict
 it changes in place) and reports events through ``fire(match)``: the store
