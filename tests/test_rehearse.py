@@ -173,6 +173,22 @@ def test_fastmig_on_the_real_xenstored(real_xenstored):
     assert teardown <= result.release_after_last_write_ms < teardown + 50
 
 
+def test_embedded_hosts_run_xen31_semantics_and_the_scenario_line_says_so():
+    from fastmig_tools.rehearse.report import describe_knobs
+    from fastmig_tools.rehearse.stores import open_host_stores
+    from fastmig_tools.xenstore.semantics import Xen31Semantics
+    stores = open_host_stores("embedded")
+    try:
+        for store in stores:
+            assert isinstance(store.embedded._semantics, Xen31Semantics)
+    finally:
+        for store in stores:
+            store.close()
+    assert describe_knobs(scenario()).endswith("embedded Xen 3.1 xenstore")
+    assert describe_knobs(scenario(xenstored="real")).endswith(
+        "real Xen 4.17 xenstored")
+
+
 # ---------------------------------------------------------------------------
 # clean shutdown
 # ---------------------------------------------------------------------------

@@ -201,8 +201,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     add("--backend", choices=BACKENDS, default="classic",
         help="block backend model (default classic 3.1 blkback)")
     add("--xenstored", choices=XENSTOREDS, default="embedded",
-        help="embedded (default) or two real xenstored daemons "
-        "(scripts/install-xenstored installs them)")
+        help="embedded (default: in process, with Xen 3.1's xenstored "
+        "semantics, as on the 3.1 hosts rehearsed) or real (two Xen 4.17 "
+        "xenstored daemons, with 4.17's per-node transaction conflicts; "
+        "scripts/install-xenstored installs them)")
     add("--target-fails-after-image", action="store_true",
         help="the target's restore fails after the whole image was read")
     add("--runs", type=_count("runs"), default=1, metavar="N",

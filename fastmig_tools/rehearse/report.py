@@ -5,6 +5,7 @@ import collections
 import statistics
 
 from fastmig_tools.rehearse.scenario import FASTMIG_POLICIES
+from fastmig_tools.rehearse.stores import STORE_NAMES
 
 __all__ = ["summarize", "format_point", "json_document", "SCHEMA",
            "COLUMNS", "describe_knobs"]
@@ -122,11 +123,11 @@ def describe_knobs(scenario) -> str:
     slow = ("one slow write of %s" % _ms(scenario.slow_write_ms)
             if scenario.slow_write_ms else "no slow write")
     return ("memory %s GB, destroy %.2f s/GB (%s), %d disk(s) x %d "
-            "in flight + %s, %s blkback, %s xenstore%s"
+            "in flight + %s, %s blkback, %s%s"
             % (("%g" % scenario.memory_gb), scenario.destroy_per_gb,
                _ms(scenario.destroy_seconds * 1000), scenario.devices,
                scenario.inflight, slow, scenario.backend,
-               scenario.xenstored,
+               STORE_NAMES[scenario.xenstored],
                ", target fails after the image"
                if scenario.target_fails_after_image else ""))
 

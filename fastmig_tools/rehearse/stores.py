@@ -1,5 +1,12 @@
 """The two hosts' xenstores: embedded (default) or two real xenstored.
 
+The hosts rehearsed are Xen 3.1 hosts, so the embedded store (the default)
+runs Xen 3.1's xenstored semantics: a transaction fails if anything at all
+changed in the store meanwhile, and an rm fires once, not per removed
+node.  The real daemons are Xen 4.17's (what scripts/install-xenstored
+installs), with per-node transaction conflicts.  ``STORE_NAMES`` is how
+the scenario line names each.
+
 A ``HostStore`` hands out low-level handles to one host's store; the xend
 model of each host uses a ``CountingHandle`` so the rehearsal can say how
 many xenstore requests a policy's toolstack made.
@@ -13,7 +20,13 @@ from fastmig_tools.xenstore.embedded import EmbeddedXenstore
 from fastmig_tools.xenstore.xend_api import XendApi
 
 __all__ = ["HostStore", "CountingHandle", "open_host_stores",
-           "StoreUnavailable"]
+           "StoreUnavailable", "EMBEDDED_FLAVOUR", "STORE_NAMES"]
+
+# EmbeddedXenstore's flavour for the rehearsed hosts: 3.1's stricter
+# conflicts are what the 3.1 xend code being rehearsed retries against.
+EMBEDDED_FLAVOUR = "xen31"
+STORE_NAMES = {"embedded": "embedded Xen 3.1 xenstore",
+               "real": "real Xen 4.17 xenstored"}
 
 # What a handle does that is a request to the daemon (read_watch is not).
 _REQUESTS = frozenset([
@@ -62,7 +75,7 @@ class HostStore:
 
     def start(self) -> "HostStore":
         if self.kind == "embedded":
-            self.embedded = EmbeddedXenstore()
+            self.embedded = EmbeddedXenstore(EMBEDDED_FLAVOUR)
             return self
         from fastmig_tools.xenstore.real import (
             ManagedXenstored, XenstoredUnavailable)

@@ -1,31 +1,27 @@
-"""A pure-Python, in-process xenstore that behaves like Xen 4.17's xenstored.
+"""A pure-Python, in-process xenstore: Xen 4.17's xenstored or Xen 3.1's.
 
 ``EmbeddedXenstore().connect()`` hands out handles with the methods and
 semantics of ``xen.lowlevel.xs.xs()`` (see ``lowlevel``), so the tools run
-with no daemon at all.  The model follows ``tools/xenstore`` of Xen 4.17:
+with no daemon at all.  What both daemons do alike lives here:
 
 * Writes and mkdir create missing parents with empty values; one watch
-  event fires, for the written node.
-* A watch fires once when registered, then for every change of its node or
-  of any node below it; removing a subtree fires, for each removed node,
-  the watches set exactly on it, and for the removed root, watches at or
-  above it too.
-* Transactions are optimistic, per node: the first time a transaction
-  touches a node it sees the node as it is *then* and records the node's
-  generation; commit fails with EAGAIN if any touched node has changed
-  since.  Watch events of a transaction fire at commit, in the order the
-  transaction first touched the nodes.
+  event fires, for the written node, for watches at or above it.
+* A watch fires once when registered.
 * Every client is dom0: permissions are stored and reported, never
   enforced.
 
-``EmbeddedXenstore(flavour="xen31")`` models Xen 3.1's xenstored instead
-(what a CentOS 5 host runs): a transaction works on a copy of the whole
-store taken when it starts and fails with EAGAIN if *anything* changed in
-the store meanwhile (any write, or any other commit, even a read-only one);
-removing a node fires once, for watches at or above it with its path and
-for watches below it with their own paths, whether or not those nodes
-existed.  The conformance suite holds the default flavour to the real 4.17
-daemon; the 3.1 flavour follows the 3.1.0 source and has only its own tests.
+Where they differ (transactions and their conflicts, what a removal and a
+special event fire) is the flavour's semantics object (``semantics``):
+
+* ``flavour="xen417"`` (the default) is held to the real 4.17 daemon by
+  tests/test_xenstore_conformance.py: per-node optimistic transactions;
+  removing a subtree fires, per removed node, the watches set exactly on
+  it, and for the removed root, watches at or above it too.
+* ``flavour="xen31"`` follows Xen 3.1.0's source (what a CentOS 5 host
+  runs): a transaction works on a copy of the whole store and fails with
+  EAGAIN if *anything* changed meanwhile (any write, any other commit,
+  even a read-only one); removing a node fires once, for watches at or
+  above it with its path and for watches below it with their own paths.
 
 The embedded store never imitates timing: events are queued synchronously
 under the store's lock.  Fault injection (``fail_next``,
@@ -39,14 +35,16 @@ import collections
 import errno
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastmig_tools.xenstore.lowlevel import IMPLICIT_ROOT, XenstoreError
+from fastmig_tools.xenstore.semantics import (
+    SEMANTICS, Node, StoreSemantics, Transaction, is_child, semantics_for)
 
 __all__ = ["EmbeddedXenstore", "EmbeddedHandle", "REQUEST_OPS", "FLAVOURS"]
 
-FLAVOURS = ("xen417", "xen31")
+FLAVOURS = tuple(SEMANTICS)
 
 # Every operation that is a request to the daemon (what op_count counts and
 # fail_next can target).  "commit" is transaction_end without abort.
@@ -62,40 +60,6 @@ _MAX_PATH = 2048   # XENSTORE_REL_PATH_MAX, xenstored's default path quota
 _MAX_PAYLOAD = 4096  # XENSTORE_PAYLOAD_MAX: a request's path, NUL and value
 _PERM_READ = 1
 _PERM_WRITE = 2
-
-
-@dataclass
-class _Node:
-    value: bytes
-    children: list[str]
-    perms: list[tuple[int, int]]     # (domid, read/write bits)
-    generation: int = 0
-
-    def copy(self) -> "_Node":
-        return _Node(self.value, list(self.children), list(self.perms),
-                     self.generation)
-
-
-@dataclass
-class _Access:
-    """A node as one transaction sees it (xenstored's accessed_node)."""
-    generation: int | None           # global generation at first touch
-    check: bool                      # verify the generation at commit
-    node: _Node | None               # this transaction's view; None: absent
-    existed: bool                    # present globally at first touch
-    modified: bool = False
-    fire: bool = False
-    exact: bool = True
-
-
-@dataclass
-class _Transaction:
-    ident: int
-    accessed: dict[str, _Access] = field(default_factory=dict)
-    # xen31 flavour: the whole store as of the start, and what changed.
-    snapshot: dict[str, _Node] | None = None
-    start_generation: int = 0
-    changes: dict[str, bool] = field(default_factory=dict)  # name -> recurse
 
 
 @dataclass
@@ -159,14 +123,6 @@ def _node_name(path: str) -> str:
     return name
 
 
-def _is_child(child: str, parent: str) -> bool:
-    if parent == "/":
-        return True
-    if not child.startswith(parent):
-        return False
-    return len(child) == len(parent) or child[len(parent)] == "/"
-
-
 def _transaction_id(t: str) -> int:
     if not isinstance(t, str):
         raise TypeError("argument 1 must be str, not %s"
@@ -189,23 +145,20 @@ class EmbeddedXenstore:
     """
 
     def __init__(self, flavour: str = "xen417") -> None:
-        if flavour not in FLAVOURS:
-            raise ValueError("flavour must be one of %s" % (FLAVOURS,))
         self.flavour = flavour
-        self._xen31 = flavour == "xen31"
-        self._changes31 = 0          # xen31: bumped by every change/commit
+        self._nodes: dict[str, Node] = {}
+        # Raises ValueError for an unknown flavour.
+        self._semantics: StoreSemantics = semantics_for(
+            flavour, self._nodes, self._fire_watches)
         self._lock = threading.RLock()
-        self._generation = 0
-        self._nodes: dict[str, _Node] = {}
         self._handles: list[EmbeddedHandle] = []
         self._faults: list[_Fault] = []
         self.op_count = 0
         self.op_counts: collections.Counter[str] = collections.Counter()
         for name, child in (("/", "tool"), ("/tool", "xenstored"),
                             ("/tool/xenstored", None)):
-            self._generation += 1
-            self._nodes[name] = _Node(b"", [child] if child else [],
-                                      [(0, 0)], self._generation)
+            self._semantics.write(None, name, Node(
+                b"", [child] if child else [], [(0, 0)]))
 
     # -- public face -----------------------------------------------------
 
@@ -257,17 +210,14 @@ class EmbeddedXenstore:
         if not name.startswith("@"):
             raise ValueError("special watch names start with @")
         with self._lock:
-            if self._xen31:
-                self._fire31(name, False)
-            else:
-                self._fire_now(name, True)
+            self._semantics.fire_special(name)
 
     def dump(self, path: str = "/") -> dict[str, bytes]:
         """Every node at or below ``path`` with its value (committed data)."""
         with self._lock:
             root = _canonical(path)
             return {name: node.value for name, node in sorted(self._nodes.items())
-                    if _is_child(name, root)}
+                    if is_child(name, root)}
 
     def exists(self, path: str) -> bool:
         with self._lock:
@@ -292,109 +242,22 @@ class EmbeddedXenstore:
                 continue
             if fault.path is not None and (
                     not isinstance(path, str) or
-                    not _is_child(_canonical(path), fault.path)):
+                    not is_child(_canonical(path), fault.path)):
                 continue
             fault.remaining -= 1
             if fault.remaining == 0:
                 self._faults.remove(fault)
             raise _fail(fault.err)
 
-    def _touch(self, tx: _Transaction | None, name: str) -> _Node | None:
-        """read_node: the node as ``tx`` sees it, recording the access."""
-        if tx is None:
-            return self._nodes.get(name)
-        if tx.snapshot is not None:
-            return tx.snapshot.get(name)
-        acc = tx.accessed.get(name)
-        if acc is None:
-            node = self._nodes.get(name)
-            acc = _Access(generation=node.generation if node else None,
-                          check=True, node=node.copy() if node else None,
-                          existed=node is not None)
-            tx.accessed[name] = acc
-        return acc.node
-
-    def _put(self, tx: _Transaction | None, name: str, node: _Node) -> None:
-        self._generation += 1
-        node.generation = self._generation
-        if tx is None:
-            self._nodes[name] = node
-            return
-        if tx.snapshot is not None:
-            tx.snapshot[name] = node
-            return
-        acc = tx.accessed.get(name)
-        if acc is None:
-            acc = _Access(generation=None, check=False, node=None,
-                          existed=False)
-            tx.accessed[name] = acc
-        acc.node = node
-        acc.modified = True
-
-    def _delete(self, tx: _Transaction | None, name: str) -> None:
-        self._generation += 1
-        if tx is None:
-            self._nodes.pop(name, None)
-            return
-        if tx.snapshot is not None:
-            tx.snapshot.pop(name, None)
-            return
-        acc = tx.accessed[name]
-        acc.node = None
-        acc.modified = True
-
-    def _fire(self, tx: _Transaction | None, name: str, exact: bool) -> None:
-        if self._xen31:
-            self._change31(tx, name, False)
-            return
-        if tx is None:
-            self._fire_now(name, exact)
-            return
-        acc = tx.accessed[name]
-        if not acc.fire:
-            acc.fire = True
-            acc.exact = exact
-        elif not exact:
-            acc.exact = False
-
-    def _fire_now(self, name: str, exact: bool) -> None:
+    def _fire_watches(self, match) -> None:
+        """Queue an event for every watch ``match(watch node)`` names a
+        path for (the semantics object decides which)."""
         for handle in self._handles:
             for watch in handle._watches:
-                if exact:
-                    hit = name == watch.node
-                else:
-                    hit = _is_child(name, watch.node)
-                if hit:
-                    handle._deliver(self._event_path(watch, name), watch.token)
-
-    def _change31(self, tx: _Transaction | None, name: str,
-                  recurse: bool) -> None:
-        """Xen 3.1's add_change_node + fire_watches."""
-        if tx is not None:
-            tx.changes.setdefault(name, recurse)
-            return
-        self._changes31 += 1
-        self._fire31(name, recurse)
-
-    def _fire31(self, name: str, recurse: bool) -> None:
-        for handle in self._handles:
-            for watch in handle._watches:
-                if _is_child(name, watch.node):
-                    handle._deliver(self._event_path(watch, name), watch.token)
-                elif recurse and _is_child(watch.node, name):
-                    handle._deliver(self._event_path(watch, watch.node),
+                path = match(watch.node)
+                if path is not None:
+                    handle._deliver(self._event_path(watch, path),
                                     watch.token)
-
-    def _removed(self, tx: _Transaction | None, name: str) -> None:
-        """After rm of ``name``: 3.1's single recursive event."""
-        if self._xen31:
-            self._change31(tx, name, True)
-
-    def _start(self, tx: _Transaction) -> None:
-        if self._xen31:
-            tx.snapshot = {name: node.copy()
-                           for name, node in self._nodes.items()}
-            tx.start_generation = self._changes31
 
     @staticmethod
     def _event_path(watch: _Watch, name: str) -> str:
@@ -403,64 +266,33 @@ class EmbeddedXenstore:
         rest = name[len(IMPLICIT_ROOT):]
         return rest[1:] if rest.startswith("/") else rest
 
-    def _create(self, tx: _Transaction | None, name: str, value: bytes) -> None:
+    def _create(self, tx: Transaction | None, name: str, value: bytes) -> None:
         """construct_node + create_node: ``name`` and its missing parents."""
         missing = [name]
         parent_name = _parent(name)
-        parent = self._touch(tx, parent_name)
+        parent = self._semantics.read(tx, parent_name)
         while parent is None:
             missing.append(parent_name)
             parent_name = _parent(parent_name)
-            parent = self._touch(tx, parent_name)
+            parent = self._semantics.read(tx, parent_name)
         if tx is None:
             parent = parent.copy()
         for child_name in reversed(missing):
             parent.children.append(_basename(child_name))
-            self._put(tx, parent_name, parent)
-            node = _Node(b"", [], list(parent.perms))
+            self._semantics.write(tx, parent_name, parent)
+            node = Node(b"", [], list(parent.perms))
             parent, parent_name = node, child_name
         parent.value = value
-        self._put(tx, name, parent)
+        self._semantics.write(tx, name, parent)
 
-    def _remove_tree(self, tx: _Transaction | None, name: str, root: str) -> None:
-        node = self._touch(tx, name)
+    def _remove_tree(self, tx: Transaction | None, name: str, root: str) -> None:
+        node = self._semantics.read(tx, name)
         if node is None:
             return
         for child in list(node.children):
             self._remove_tree(tx, name + "/" + child, root)
-        self._delete(tx, name)
-        if not self._xen31:      # 3.1 fires once per rm: see _removed
-            self._fire(tx, name, name != root)
-
-    def _commit(self, tx: _Transaction) -> None:
-        if tx.snapshot is not None:
-            if tx.start_generation != self._changes31:
-                raise _fail(errno.EAGAIN)
-            self._nodes = tx.snapshot
-            for name, recurse in tx.changes.items():
-                self._fire31(name, recurse)
-            self._changes31 += 1
-            return
-        for name, acc in tx.accessed.items():
-            if acc.check:
-                node = self._nodes.get(name)
-                if (node.generation if node else None) != acc.generation:
-                    raise _fail(errno.EAGAIN)
-        for name, acc in tx.accessed.items():
-            if not acc.modified:
-                continue
-            if acc.node is not None:
-                self._generation += 1
-                node = acc.node.copy()
-                node.generation = self._generation
-                self._nodes[name] = node
-            else:
-                self._nodes.pop(name, None)
-            # xenstored checks read permission against the node as it was
-            # or is: one created and removed inside the transaction fires
-            # nothing.
-            if acc.fire and (acc.existed or acc.node is not None):
-                self._fire_now(name, acc.exact)
+        self._semantics.delete(tx, name)
+        self._semantics.removing(tx, name, root)
 
 
 class EmbeddedHandle:
@@ -476,7 +308,7 @@ class EmbeddedHandle:
         self._events: collections.deque[tuple[str, Any]] = collections.deque()
         self._watches: list[_Watch] = []        # what the daemon knows
         self._tokens: list[Any] = []            # what the binding matches
-        self._transactions: dict[int, _Transaction] = {}
+        self._transactions: dict[int, Transaction] = {}
         self._next_transaction = 1
         self._closed = False
         self._dead = False
@@ -492,7 +324,7 @@ class EmbeddedHandle:
         if self._dead:
             raise _fail(errno.EBADF)
 
-    def _transaction(self, t: str) -> _Transaction | None:
+    def _transaction(self, t: str) -> Transaction | None:
         ident = _transaction_id(t)
         if ident == 0:
             return None
@@ -532,7 +364,7 @@ class EmbeddedHandle:
             try:
                 self._request("read", path)
                 tx = self._transaction(t)
-                node = self._store._touch(tx, _node_name(path))
+                node = self._store._semantics.read(tx, _node_name(path))
                 if node is None:
                     raise _fail(errno.ENOENT)
                 return node.value
@@ -556,14 +388,14 @@ class EmbeddedHandle:
             tx = self._transaction(t)
             store = self._store
             name = _node_name(path)
-            node = store._touch(tx, name)
+            node = store._semantics.read(tx, name)
             if node is None:
                 store._create(tx, name, data)
             else:
                 node = node if tx is not None else node.copy()
                 node.value = data
-                store._put(tx, name, node)
-            store._fire(tx, name, False)
+                store._semantics.write(tx, name, node)
+            store._semantics.changed(tx, name)
 
     def mkdir(self, t: str, path: str) -> None:
         with self._cond:
@@ -571,16 +403,16 @@ class EmbeddedHandle:
             tx = self._transaction(t)
             store = self._store
             name = _node_name(path)
-            if store._touch(tx, name) is None:
+            if store._semantics.read(tx, name) is None:
                 store._create(tx, name, b"")
-                store._fire(tx, name, False)
+                store._semantics.changed(tx, name)
 
     def ls(self, t: str, path: str) -> list[str] | None:
         with self._cond:
             try:
                 self._request("ls", path)
                 tx = self._transaction(t)
-                node = self._store._touch(tx, _node_name(path))
+                node = self._store._semantics.read(tx, _node_name(path))
                 if node is None:
                     raise _fail(errno.ENOENT)
                 return list(node.children)
@@ -596,19 +428,19 @@ class EmbeddedHandle:
                 tx = self._transaction(t)
                 store = self._store
                 name = _node_name(path)
-                if store._touch(tx, name) is None:
-                    if store._touch(tx, _parent(name)) is None:
+                if store._semantics.read(tx, name) is None:
+                    if store._semantics.read(tx, _parent(name)) is None:
                         raise _fail(errno.ENOENT)
                     return
                 if name == "/":
                     raise _fail(errno.EINVAL)
                 parent_name = _parent(name)
-                parent = store._touch(tx, parent_name)
+                parent = store._semantics.read(tx, parent_name)
                 store._remove_tree(tx, name, name)
                 parent = parent if tx is not None else parent.copy()
                 parent.children.remove(_basename(name))
-                store._put(tx, parent_name, parent)
-                store._removed(tx, name)
+                store._semantics.write(tx, parent_name, parent)
+                store._semantics.removed(tx, name)
             except XenstoreError as exc:
                 if exc.errno != errno.ENOENT:
                     raise
@@ -617,7 +449,7 @@ class EmbeddedHandle:
         with self._cond:
             self._request("get_permissions", path)
             tx = self._transaction(t)
-            node = self._store._touch(tx, _node_name(path))
+            node = self._store._semantics.read(tx, _node_name(path))
             if node is None:
                 raise _fail(errno.ENOENT)
             return [{"dom": dom, "read": bits & _PERM_READ,
@@ -644,13 +476,13 @@ class EmbeddedHandle:
             tx = self._transaction(t)
             store = self._store
             name = _node_name(path)
-            node = store._touch(tx, name)
+            node = store._semantics.read(tx, name)
             if node is None:
                 raise _fail(errno.ENOENT)
             node = node if tx is not None else node.copy()
             node.perms = parsed
-            store._put(tx, name, node)
-            store._fire(tx, name, False)
+            store._semantics.write(tx, name, node)
+            store._semantics.changed(tx, name)
 
     def watch(self, path: str, token: Any) -> None:
         with self._cond:
@@ -743,8 +575,7 @@ class EmbeddedHandle:
             while ident in self._transactions or ident == 0:
                 ident = (ident + 1) & 0xFFFFFFFF
             self._next_transaction = (ident + 1) & 0xFFFFFFFF
-            tx = _Transaction(ident)
-            self._store._start(tx)
+            tx = self._store._semantics.begin()
             self._transactions[ident] = tx
             return "%X" % ident
 
@@ -765,7 +596,7 @@ class EmbeddedHandle:
                 if tx is None:
                     raise _fail(errno.ENOENT)
                 if not abort:
-                    store._commit(tx)
+                    store._semantics.commit(tx)
                 return True
             except XenstoreError as exc:
                 if exc.errno == errno.EAGAIN:
