@@ -36,6 +36,7 @@ import logging
 import socket
 import struct
 import sys
+import time
 
 from xend_fastmig import registry
 from xend_fastmig.blockdevs import capture_block_devices
@@ -63,6 +64,8 @@ LOST = "lost"
 # A resume after a failed target must first see the old backends gone;
 # when the drain budget is spent, this much more is granted for it.
 RESUME_GRACE = 5.0
+# Between two tries of a xenstore read that failed transiently.
+RETRY_PAUSE = 0.05
 
 
 class Environment:
@@ -220,6 +223,8 @@ class Handover:
         # back on re-created devices.
         self.released = False
         self.unleashed = False
+        # _resume has begun: the target failed.
+        self.resuming = False
         self.destroyed = False
         # One budget for every wait on the backends (a clock.Deadline).
         self.deadline = None
@@ -440,6 +445,16 @@ class Handover:
         """After an unexpected error inside ``run``: never two copies."""
         if self.report.outcome is not None:
             return
+        if self.resuming:
+            # The target failed and the connection is gone: stock's order
+            # would destroy a guest that can still come back.
+            self.report.outcome = SUSPENDED
+            try:
+                if self.env.platform.domain_running(self.domid):
+                    self.report.outcome = RESUMED
+            except Exception:
+                pass
+            return
         if self.unleashed:
             if not self.destroyed:
                 self._destroy()
@@ -535,6 +550,9 @@ class Handover:
         backend still exists).  Whether it runs again is asked of the
         platform: xend's resumeDomain logs its failures and returns.
         """
+        # From here the target has failed: whatever goes wrong next, the
+        # source copy must never be destroyed (see _recover).
+        self.resuming = True
         try:
             abort_connection(self.sock)
         except Exception:
@@ -606,13 +624,25 @@ class Handover:
                 self.log.warning("fastmig: domain %s: tearing down %s "
                                  "failed: %s", self.domid, device.name(),
                                  sys.exc_info()[1])
-        try:
-            DrainWaiter(self.env.store, devices,
-                        max(0.0, deadline - monotonic()),
-                        gone_only=True).wait()
-        except DrainTimeout:
-            return sys.exc_info()[1].busy
-        return []
+        while True:
+            try:
+                DrainWaiter(self.env.store, devices,
+                            max(0.0, deadline - monotonic()),
+                            gone_only=True).wait()
+                return []
+            except DrainTimeout:
+                return sys.exc_info()[1].busy
+            except Exception:
+                # A transient xenstore error (EAGAIN) must not strand a
+                # guest that can come back: ask again until the deadline.
+                left = deadline - monotonic()
+                self.log.warning("fastmig: domain %s: waiting for the old "
+                                 "block backends failed (%s)%s", self.domid,
+                                 sys.exc_info()[1],
+                                 (left > 0 and "; trying again") or "")
+                if left <= 0:
+                    return [device.name() for device in devices]
+                time.sleep(min(RETRY_PAUSE, left))
 
     def _failure_text(self):
         if self.report.verdict is not None:

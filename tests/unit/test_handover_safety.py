@@ -188,3 +188,34 @@ def test_after_a_failed_capture_the_stock_order_waits_for_dom0s_backends(
     assert journal == ["destroyDomain", "backend drained",
                        "target released"]
     assert report.outcome == AT_TARGET
+
+
+def test_a_transient_store_error_while_the_old_backends_go_still_resumes(
+        store, socketpair):
+    """Regression (found by the property tests): the target failed before
+    the go; while the resume waited for the released backends to go, a
+    read failed with EAGAIN.  The error escaped, the fallback peeked at the
+    connection the resume had already reset, and the source copy stayed
+    suspended, reported unknown."""
+    import errno
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, drain_timeout=0.3, early_release=True)
+
+    def backend_goes_with_a_transient_error():
+        deadline = time.time() + 5
+        while store.nodes.get(BACKEND + "/online") != "0" and \
+                time.time() < deadline:
+            time.sleep(0.005)
+        store.fail["read"] = (BACKEND, errno.EAGAIN)
+        time.sleep(0.1)
+        store.fail.pop("read", None)
+        time.sleep(0.05)
+        store.remove(BACKEND)
+    thread = threading.Thread(target=backend_goes_with_a_transient_error)
+    thread.daemon = True
+    thread.start()
+    target_sock.sendall(REPR_ERR)
+    report = hand_over(dominfo, source, env)
+    thread.join(5)
+    assert report.outcome == RESUMED
+    assert "destroyDomain" not in journal
