@@ -155,9 +155,10 @@ def _current_preload(installed: Path) -> Path:
 def _build_fakexen(out: Path) -> None:
     """gcc as scripts/install-xenstored runs it; the rename makes a build
     that another process makes at the same time harmless."""
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", dir=str(out.parent))
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=out.name + ".", dir=str(out.parent))
+        os.close(fd)
         proc = subprocess.run(
             ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
              "-o", tmp, str(_FAKEXEN_SOURCE), "-ldl"],
@@ -173,7 +174,7 @@ def _build_fakexen(out: Path) -> None:
             "cannot build %s into %s (%s): %s"
             % (_FAKEXEN_SOURCE, out, e, INSTALL_HINT)) from e
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
