@@ -307,3 +307,59 @@ def test_introduce_and_release_domain_through_fakexen(real_xenstored, real_lowle
         assert _next_event(watcher) == ("@releaseDomain", "release")
     finally:
         watcher.close()
+
+
+def test_refused_grant_map_fails_the_introduce_of_a_new_domain():
+    """The fault the harness arms for completeRestore: xenstored answers
+    the introduce with the map's EINVAL and keeps nothing of the domain;
+    once disarmed, the same domain introduces."""
+    with ManagedXenstored(name="xsd-refuse-map") as daemon:
+        h = daemon.open_lowlevel()
+        watcher = daemon.open_lowlevel()
+        try:
+            h.introduce_domain(4243, 0x1000, 3)       # known before the fault
+            watcher.watch("@introduceDomain", "intro")
+            assert _next_event(watcher) == ("@introduceDomain", "intro")
+            daemon.refuse_grant_maps()
+            xs = lowlevel_module()
+            with pytest.raises(xs.Error) as info:
+                h.introduce_domain(4242, 0x1000, 3)
+            assert info.value.args == (errno.EINVAL, os.strerror(errno.EINVAL))
+            # No @introduceDomain fired, and the daemon did not keep it.
+            assert not select.select([watcher.fileno()], [], [], 0.2)[0]
+            with pytest.raises(xs.Error) as info:
+                h.release_domain(4242)
+            assert info.value.args[0] == errno.ENOENT
+            h.introduce_domain(4243, 0x1000, 4)       # re-binds, maps nothing
+            daemon.refuse_grant_maps(False)
+            h.introduce_domain(4242, 0x1000, 3)
+            assert _next_event(watcher) == ("@introduceDomain", "intro")
+            h.release_domain(4242)
+            h.release_domain(4243)
+        finally:
+            watcher.close()
+            h.close()
+
+
+def test_a_shim_built_from_another_source_is_replaced(tmp_path):
+    """The install is shared by every checkout: a fakexen.so whose stamp
+    names another fakexen.c is not used; this checkout's is built beside
+    it, under its own hash, and reused on the next start."""
+    from fastmig_tools.xenstore import real
+    stale = tmp_path / "fakexen.so"
+    stale.write_bytes(b"not this source")
+    (tmp_path / "fakexen.so.sha256").write_text("0" * 64 + "\n")
+    built = real._current_preload(stale)
+    assert built != stale and built.parent == tmp_path
+    assert built.name.startswith("fakexen-") and os.access(built, os.X_OK)
+    nm = subprocess.run(["nm", "-D", "--defined-only", str(built)],
+                        capture_output=True, text=True, timeout=DEADLINE)
+    assert "xengnttab_map_grant_ref" in nm.stdout
+    mtime = built.stat().st_mtime_ns
+    assert real._current_preload(stale) == built
+    assert built.stat().st_mtime_ns == mtime          # not rebuilt
+    # A stamp naming this source keeps the install's own build.
+    import hashlib
+    (tmp_path / "fakexen.so.sha256").write_text(
+        hashlib.sha256(real._FAKEXEN_SOURCE.read_bytes()).hexdigest() + "\n")
+    assert real._current_preload(stale) == stale

@@ -95,6 +95,11 @@ XEND_FAULTS = {
                              "whole image",
                              {"call": lambda p: p.fail_in_stream(),
                               "stock_loses": True}),
+    "target-completeRestore-fails": ("the target's xenstored cannot map the "
+                                     "restored guest's store page, so "
+                                     "completeRestore's introduce fails",
+                                     {"call": lambda p: p.fail_complete_restore(),
+                                      "stock_loses": True}),
     "target-unpause-fails": ("the target's hypervisor refuses to unpause the "
                              "restored guest",
                              {"call": lambda p: p.fail_unpause(),

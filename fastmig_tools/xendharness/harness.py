@@ -345,6 +345,13 @@ class TwoHosts:
         p = (host or self.target).dir / "backend-faults.json"
         p.write_text('{"hotplug_fail": true}')
 
+    def fail_complete_restore(self, host: Host | None = None) -> None:
+        """completeRestore's first step fails: the host's xenstored cannot
+        map the restored domain's store page, so ``introduce_domain``
+        raises (EINVAL), as a bad store page does on a real dom0; restore
+        destroys the copy and the relocation server answers (err ...)."""
+        (host or self.target).xenstored.refuse_grant_maps()
+
     def fail_unpause(self, host: Host | None = None) -> None:
         """The hypervisor refuses to unpause the restored domain."""
         (host or self.target).call("settings", fail_unpause=True)

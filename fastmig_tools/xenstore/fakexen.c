@@ -17,7 +17,14 @@
  *     (we keep its write end open so poll() never reports POLLHUP, which
  *     the daemon treats as fatal); binds hand out fresh port numbers.
  *   - libxengnttab: a "grant mapping" is a private zeroed page, i.e. a ring
- *     on which no guest ever writes a request.
+ *     on which no guest ever writes a request.  While the file
+ *     $FASTMIG_FAKEXEN_FAULTS/refuse-grant-map exists, mappings fail with
+ *     EINVAL instead, as Linux's gntdev answers when Xen refuses the map of
+ *     a domain's store page: xenstored then answers XS_INTRODUCE with that
+ *     error, so a test can make a host's introduce of a new domain fail
+ *     (what a bad store page or port does on a real dom0).  Only the
+ *     introduce of a domain xenstored does not know yet maps its page;
+ *     dom0's ring comes from xsd_kva.
  *   - open("/proc/xen/xsd_port") gives a memfd holding "1";
  *     open("/proc/xen/xsd_kva") gives a one-page memfd that the daemon
  *     mmaps as dom0's (forever empty) ring.
@@ -36,6 +43,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -48,6 +56,10 @@
 #define FAKEXEN_XSD_PORT_PATH "/proc/xen/xsd_port"
 #define FAKEXEN_XSD_KVA_PATH "/proc/xen/xsd_kva"
 #define FAKEXEN_XSD_PORT_TEXT "1"
+
+/* Fault injection (see the libxengnttab note above). */
+#define FAKEXEN_FAULTS_ENV "FASTMIG_FAKEXEN_FAULTS"
+#define FAKEXEN_REFUSE_GRANT_MAP "refuse-grant-map"
 
 /* ------------------------------------------------------------------ */
 /* libxenctrl                                                          */
@@ -246,12 +258,32 @@ EXPORT int xengnttab_set_max_grants(void *xgt, uint32_t nr_grants)
     return 0;
 }
 
+/* Read at each call, so a test arms and disarms the fault on a running
+ * daemon by creating and removing the file. */
+static int fault_armed(const char *name)
+{
+    const char *dir = getenv(FAKEXEN_FAULTS_ENV);
+    char path[4096];
+    int n;
+
+    if (!dir || !*dir)
+        return 0;
+    n = snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return 0;
+    return access(path, F_OK) == 0;
+}
+
 EXPORT void *xengnttab_map_grant_ref(void *xgt, uint32_t domid,
                                      uint32_t ref, int prot)
 {
     void *p;
 
     (void)xgt; (void)domid; (void)ref;
+    if (fault_armed(FAKEXEN_REFUSE_GRANT_MAP)) {
+        errno = EINVAL;
+        return NULL;
+    }
     p = mmap(NULL, (size_t)getpagesize(), prot | PROT_READ,
              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;

@@ -3,7 +3,9 @@
 ``scripts/install-xenstored`` unpacks Debian's ``xen-utils-4.17`` into a
 private root (``/opt/xend-fastmig/xen-4.17`` unless ``FASTMIG_XEN_ROOT``
 says otherwise) and builds ``fakexen.c`` there; this module finds that root,
-runs the daemon in a fresh temporary directory and hands out clients.
+runs the daemon in a fresh temporary directory and hands out clients.  If
+the install's shim was built from another ``fakexen.c`` than this
+checkout's, this checkout's is built beside it at first use.
 
 Every client of such a daemon is dom0 over the unix socket; no hypervisor
 event ever fires (no ``@releaseDomain``), so nothing changes in the store
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import hashlib
 import importlib.machinery
 import importlib.util
 import os
@@ -38,6 +41,7 @@ from types import ModuleType
 __all__ = [
     "DEFAULT_ROOT",
     "ROOT_ENV",
+    "FAKEXEN_FAULTS_ENV",
     "INSTALL_HINT",
     "XenstoredUnavailable",
     "XenInstall",
@@ -55,6 +59,9 @@ INSTALL_HINT = (
 )
 
 _XEN_LIB = "usr/lib/xen-4.17"
+# fakexen.c reads its armed faults from marker files in this folder.
+FAKEXEN_FAULTS_ENV = "FASTMIG_FAKEXEN_FAULTS"
+_REFUSE_GRANT_MAP = "refuse-grant-map"
 _XS_SO_GLOB = "xs.cpython-%d%d-*.so" % sys.version_info[:2]
 
 # xen.lowlevel.xs reads XENSTORED_PATH from the process environment when a
@@ -111,7 +118,64 @@ def find_install(root: str | os.PathLike | None = None) -> XenInstall:
         raise XenstoredUnavailable(
             "xen.lowlevel.xs for Python %d.%d not found under %s: %s"
             % (sys.version_info[0], sys.version_info[1], python_dir, INSTALL_HINT))
-    return XenInstall(base, xenstored, preload, python_dir, found[0])
+    return XenInstall(base, xenstored, _current_preload(preload), python_dir,
+                      found[0])
+
+
+_FAKEXEN_SOURCE = Path(__file__).resolve().parent / "fakexen.c"
+_BUILD_LOCK = threading.Lock()
+
+
+def _current_preload(installed: Path) -> Path:
+    """The fakexen.so built from this checkout's ``fakexen.c``.
+
+    ``scripts/install-xenstored`` stamps its build with the source's
+    sha256 (``fakexen.so.sha256``).  The install is shared by every checkout
+    on the machine, so when the stamp names another source (an older
+    install, another branch) this checkout's shim is built next to it under
+    its own hash, ``fakexen-<sha>.so``, and used instead: the daemon never
+    runs a stale shim, and checkouts never overwrite each other's.
+    """
+    if not _FAKEXEN_SOURCE.is_file():
+        return installed            # an installed package without the source
+    want = hashlib.sha256(_FAKEXEN_SOURCE.read_bytes()).hexdigest()
+    try:
+        have = (installed.parent / (installed.name + ".sha256")).read_text().strip()
+    except OSError:
+        have = None
+    if have == want:
+        return installed
+    built = installed.parent / ("fakexen-%s.so" % want[:16])
+    with _BUILD_LOCK:
+        if not built.is_file():
+            _build_fakexen(built)
+    return built
+
+
+def _build_fakexen(out: Path) -> None:
+    """gcc as scripts/install-xenstored runs it; the rename makes a build
+    that another process makes at the same time harmless."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=out.name + ".", dir=str(out.parent))
+        os.close(fd)
+        proc = subprocess.run(
+            ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
+             "-o", tmp, str(_FAKEXEN_SOURCE), "-ldl"],
+            capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise XenstoredUnavailable(
+                "gcc could not build %s (the install's fakexen.so is from "
+                "another source):\n%s" % (_FAKEXEN_SOURCE, proc.stderr))
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise XenstoredUnavailable(
+            "cannot build %s into %s (%s): %s"
+            % (_FAKEXEN_SOURCE, out, e, INSTALL_HINT)) from e
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def lowlevel_module(install: XenInstall | None = None) -> ModuleType:
@@ -232,6 +296,9 @@ class ManagedXenstored:
         env = dict(os.environ)
         env.update(self.env())
         env["LD_PRELOAD"] = str(self.install.preload)
+        # Each daemon reads its own faults only (fakexen.c).
+        os.mkdir(self._fault_dir())
+        env[FAKEXEN_FAULTS_ENV] = self._fault_dir()
         t0 = time.monotonic()
         try:
             self._res.proc = subprocess.Popen(
@@ -313,6 +380,24 @@ class ManagedXenstored:
         """Undo pause() (SIGCONT)."""
         self._require_running().send_signal(signal.SIGCONT)
         self._paused = False
+
+    def refuse_grant_maps(self, refuse: bool = True) -> None:
+        """While on, the daemon cannot map a domain's store page (fakexen
+        answers EINVAL, as Linux's gntdev does when Xen refuses the map):
+        ``introduce_domain`` of a domain it does not know yet fails with
+        that error, as on a dom0 handed a bad store page.  Domains already
+        introduced, and dom0, are not affected."""
+        self._require_running()
+        marker = os.path.join(self._fault_dir(), _REFUSE_GRANT_MAP)
+        if refuse:
+            open(marker, "w").close()
+        elif os.path.exists(marker):
+            os.unlink(marker)
+
+    def _fault_dir(self) -> str:
+        if self._res.tmpdir is None:
+            raise RuntimeError("%s is not started" % self.name)
+        return os.path.join(self._res.tmpdir, "faults")
 
     def _require_proc(self) -> subprocess.Popen:
         if self._res.proc is None:

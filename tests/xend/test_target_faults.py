@@ -3,14 +3,19 @@
 Stock sources never read the relocation verdict (facts section 6): they
 destroy their copy as soon as ``save`` returns, so whatever the target does
 afterwards decides whether the VM survives.  Each fault is injected through
-the harness (hypervisor stand-in, helpers, backend, process), never by
-changing xend.
+the harness (hypervisor stand-in, helpers, backend, process, the host's
+xenstored), never by changing xend.  Where a fault is new here, a patched
+source's run under it is pinned beside stock's.
 """
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+
+from fastmig_tools.patchtool.engine import series_paths
+from fastmig_tools.xendharness.observe import stock_leftovers, violations
 
 pytestmark = [pytest.mark.xend, pytest.mark.timeout(120)]
 
@@ -124,3 +129,43 @@ def test_target_resets_in_the_stream(xend_pair):
     resumes = [c["args"] for c in pair.source.call("xc_calls")
                if c["call"] == "domain_resume"]
     assert resumes == [[guest.domid, 0]]
+
+
+def test_target_fails_in_complete_restore(xend_pair):
+    """introduce_domain fails (the target's xenstored cannot map the
+    guest's store page): completeRestore raises before any device wait,
+    restore's except destroys the copy, and the stock source, which never
+    reads the verdict, has destroyed its own."""
+    pair, guest = start_migration(xend_pair)
+    pair.fail_complete_restore()
+    result = pair.migrate(guest)
+    assert_lost(pair, result)
+    log = pair.target.xend_log()
+    assert "Restore failed" in log
+    assert "in _introduceDomain" in log, log[-3000:]
+    assert "XendError: (22, 'Invalid argument')" in log
+    assert "XendDomainInfo.completeRestore done" not in log
+    assert pair.domains(pair.target) == []
+    # Neither waitForDevices nor unpause was reached.
+    assert not any(c["call"] == "domain_unpause" and c["args"][0] != 0
+                   for c in pair.target.call("xc_calls"))
+
+
+def test_patched_source_resumes_when_complete_restore_fails(xend_pair, xen_tree):
+    """Where stock loses the guest (above), the patched source reads the
+    relocation server's (err ...), resumes its copy and domain_migrate
+    raises saying so; the oracle finds nothing wrong."""
+    patches = series_paths(Path(__file__).resolve().parents[2] / "patches")
+    pair = xend_pair(patches=patches, target_patches=[])
+    guest = pair.create_guest(disks=1)
+    domid = guest.domid
+    pair.fail_complete_restore()
+    result = pair.migrate(guest, live=True)
+    assert violations(pair, domid, result, stock_ends_without_copy=True,
+                      stocks_own=stock_leftovers(xen_tree)) == []
+    assert result.error is not None and "resumed at the source" in result.error
+    assert result.target_domid is None
+    assert pair.wait_running(pair.source, guest.domid)
+    assert pair.domains(pair.target) == []
+    assert "in _introduceDomain" in pair.target.xend_log()
+    assert "(err (type " in result.error       # the relocation server's verdict
