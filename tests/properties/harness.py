@@ -47,7 +47,8 @@ from fastmig_tools.xenstore.embedded import EmbeddedXenstore
 from fastmig_tools.xenstore.xend_api import XendApi
 from fastmig_tools.models.patched_save import SIGNATURE
 from fastmig_tools.models.patched_save import save as patched_save
-import xend_fastmig.handover as handover_module
+from fastmig_tools.rehearse.injection import (FaultyHandle, break_destroy,
+                                              break_resume)
 from xend_fastmig.handover import FAST, RESUMED, SUSPENDED, Environment
 from xend_fastmig.options import FastMigrationOptions
 
@@ -121,8 +122,8 @@ class StoreFault:
     """A xenstore fault.
 
     ``who``: ``xend`` (the ``at``-th request ``op`` of xend's connection
-    fails with ``err``, ``count`` times in a row, through
-    ``EmbeddedXenstore.fail_next``), ``any`` (``fail_next`` armed before
+    fails with ``err``, ``count`` times in a row: ``FaultyHandle.fail_at``
+    of ``fastmig_tools.rehearse.injection``), ``any`` (``fail_next`` armed before
     the handover on one of the guest's paths: whoever asks first gets it),
     ``reset-xend`` (xend's connection dies at its ``at``-th request) or
     ``reset-all`` (``reset_connections()`` at xend's ``at``-th request:
@@ -161,80 +162,6 @@ class Schedule:
     # Release the block devices in xc_save's suspend handler (the option
     # xend-fast-migration-early-release) or only once the image is out.
     early_release: bool = True
-
-
-class _FaultyHandle:
-    """xend's connection, passing every request to the embedded handle and
-    injecting the schedule's fault at the chosen request."""
-
-    _OPS = ("read", "write", "ls", "rm", "mkdir", "watch", "unwatch",
-            "transaction_start")
-
-    def __init__(self, handle, store: EmbeddedXenstore,
-                 fault: StoreFault | None):
-        self._handle = handle
-        self._store = store
-        self._fault = fault
-        self._seen: dict[str, int] = {}
-        self._total = 0
-        self.armed = False
-        self.fired = False
-        self.fired_at: float | None = None
-        # When xend's requests failed once the fault fired.
-        self.failed_at: list[float] = []
-        self.dead = False
-
-    def __getattr__(self, name):
-        attr = getattr(self._handle, name)
-        if name in self._OPS or name == "transaction_end":
-            def call(*args, **kwargs):
-                # The store's lock makes "arm, then ask" one step: no
-                # backend can take a fault meant for xend.
-                with self._store._lock:
-                    self._before(name, args, kwargs)
-                    try:
-                        return attr(*args, **kwargs)
-                    except Exception:
-                        # Also a fault armed for anyone (by any guest's
-                        # schedule) that xend took.
-                        if self.armed:
-                            self.failed_at.append(time.monotonic())
-                        raise
-            return call
-        return attr
-
-    def _before(self, name, args, kwargs):
-        fault = self._fault
-        if fault is None or self.fired or not self.armed:
-            return
-        op = name
-        if name == "transaction_end":
-            abort = kwargs.get("abort", args[1] if len(args) > 1 else False)
-            op = "transaction_end" if abort else "commit"
-        self._total += 1
-        if fault.who in ("reset-xend", "reset-all"):
-            if self._total > fault.at:
-                self.fired = True
-                self.fired_at = time.monotonic()
-                self.dead = True
-                if fault.who == "reset-all":
-                    self._store.reset_connections()
-                else:
-                    self._handle._die()
-            return
-        if fault.who != "xend" or op != fault.op:
-            return
-        seen = self._seen.get(op, 0)
-        self._seen[op] = seen + 1
-        if seen >= fault.at:
-            self.fired = True
-            self.fired_at = time.monotonic()
-            path = None
-            if op in ("watch", "unwatch"):
-                path = args[0]
-            elif op not in ("commit", "transaction_start"):
-                path = args[1]
-            self._store.fail_next(op, fault.err, fault.count, path=path)
 
 
 class TargetModel:
@@ -481,9 +408,7 @@ def run_schedules(schedules, before_save=None,
         apis.append(api)
         return api
 
-    faulty = _FaultyHandle(store.connect(), store, first.store_fault)
-    resume_grace = handover_module.RESUME_GRACE
-    handover_module.RESUME_GRACE = RESUME_GRACE
+    faulty = _xend_handle(store, first.store_fault)
     try:
         xend = connect(faulty)
         if first.protocol:
@@ -495,7 +420,7 @@ def run_schedules(schedules, before_save=None,
         if before_save is not None:
             for run in runs:
                 before_save(run.out)
-        faulty.armed = True
+        faulty.arm()
         threads = [threading.Thread(target=_save, args=(run,),
                                     name="save-%d" % i, daemon=True)
                    for i, run in enumerate(runs[1:])]
@@ -512,7 +437,7 @@ def run_schedules(schedules, before_save=None,
         any_taken = any(fault.remaining < count or fault not in store._faults
                         for fault, count in armed_any)
         # Teardown is not under test: no fault may hit it.
-        faulty.armed = False
+        faulty.disarm()
         store.clear_faults()
         watches_left = 0
         if not faulty.dead:
@@ -534,7 +459,6 @@ def run_schedules(schedules, before_save=None,
         problems.append("the harness failed: %r" % (exc,))
         log.exception("harness")
     finally:
-        handover_module.RESUME_GRACE = resume_grace
         store.clear_faults()
         for run in runs:
             for actor in run.actors:
@@ -577,8 +501,11 @@ def _set_up(run: _Run, store, xend, connect, xenwatch, protocol,
         destroy_seconds_per_gb=schedule.destroy_cost,
         migrate_timeout=MIGRATE_TIMEOUT)
     out.dominfo = dominfo
-    if schedule.source_fault in ("destroy", "resume"):
-        _break_source(dominfo, schedule.source_fault)
+    if schedule.source_fault == "destroy":
+        break_destroy(dominfo, RuntimeError("injected: cleanupDomain failed"))
+    elif schedule.source_fault == "resume":
+        break_resume(dominfo, RuntimeError("injected: device creation "
+                                           "failed"))
     # Disks in the order write_devices laid them out: vbds, then taps.
     ordered = [d for d in schedule.devices if d.devclass == "vbd"] + \
         [d for d in schedule.devices if d.devclass == "tap"]
@@ -635,7 +562,7 @@ def _set_up(run: _Run, store, xend, connect, xenwatch, protocol,
     run.env = Environment(xend.store(), platform, FastMigrationOptions(
         drain_timeout=schedule.drain_timeout,
         verdict_timeout=VERDICT_TIMEOUT,
-        early_release=schedule.early_release))
+        early_release=schedule.early_release, resume_grace=RESUME_GRACE))
 
 
 def _save(run: _Run) -> None:
@@ -680,18 +607,20 @@ def _finish(run: _Run, store, faulty, shared_xenwatch, everyone) -> None:
         time.sleep(0.01)
 
 
-def _break_source(dominfo: ModelDomainInfo, what: str) -> None:
-    if what == "destroy":
-        original = dominfo.destroyDomain
-
-        def destroy():
-            original()
-            raise RuntimeError("injected: cleanupDomain failed")
-        dominfo.destroyDomain = destroy
-    else:
-        def create():
-            raise RuntimeError("injected: device creation failed")
-        dominfo._createDevices = create
+def _xend_handle(store, fault: StoreFault | None) -> FaultyHandle:
+    """xend's connection, through the one fault injector, told the
+    schedule's fault (``any`` goes through the store's ``fail_next``
+    instead, at the suspend)."""
+    faulty = FaultyHandle(store.connect(), store)
+    if fault is None:
+        return faulty
+    if fault.who == "xend":
+        faulty.fail_at(fault.op, fault.err, fault.at, fault.count)
+    elif fault.who == "reset-xend":
+        faulty.reset_after(fault.at)
+    elif fault.who == "reset-all":
+        faulty.reset_after(fault.at, everyone=True)
+    return faulty
 
 
 def _arm_any(store, dominfo, fault: StoreFault) -> None:
@@ -716,7 +645,7 @@ def _settle_backends(actors, schedule: Schedule) -> None:
 
 
 def _leftovers(store, dominfo, schedule: Schedule, actors,
-               faulty: _FaultyHandle, shared_xenwatch: bool,
+               faulty: FaultyHandle, shared_xenwatch: bool,
                everyone: list) -> list[str]:
     """Nodes of the migrated guest that should be gone and are not.
 
