@@ -11,9 +11,9 @@ rehearsal does), which calls the REAL handover (``begin``, ``suspended``,
 ``run``, ``failed``, ``finish``) where the patched xend does, with a
 ``FakePlatform`` in place of ``xc_save`` and the early release on or off
 as the schedule says, injects the drawn faults, tears everything down and
-returns an ``Outcome``.  ``violations(outcome)`` lists
-every broken invariant of docs/design.md, "Invariants" (an empty
-list: the run was safe).
+returns an ``Outcome``.  ``tests.properties.observe`` judges it: the
+one oracle's invariants (``fastmig_tools.invariants``, docs/design.md,
+"Invariants") and the world's own errors.
 
 What the target does is modelled on 3.1's ``XendCheckpoint.restore`` and
 relocation server: it reads the image, blocks until end-of-stream, runs
@@ -47,16 +47,17 @@ from fastmig_tools.xenstore.embedded import EmbeddedXenstore
 from fastmig_tools.xenstore.xend_api import XendApi
 from fastmig_tools.models.patched_save import SIGNATURE
 from fastmig_tools.models.patched_save import save as patched_save
-from fastmig_tools.rehearse.injection import (FaultyHandle, break_destroy,
-                                              break_resume)
+from fastmig_tools.rehearse.injection import (FaultyHandle, FaultySocket,
+                                              break_destroy, break_resume)
 from xend_fastmig.handover import FAST, RESUMED, SUSPENDED, Environment
 from xend_fastmig.options import FastMigrationOptions
 
 from tests.unit.fakes import FakePlatform
 
 __all__ = ["Device", "TargetPlan", "StoreFault", "Schedule", "Outcome",
-           "run_schedule", "run_schedules", "violations", "TARGET_STEPS", "FAIL_ACTIONS",
-           "VERDICT_ACTIONS", "DRAIN_TIMEOUT", "VERDICT_TIMEOUT"]
+           "run_schedule", "run_schedules", "TARGET_STEPS", "FAIL_ACTIONS",
+           "VERDICT_ACTIONS", "DRAIN_TIMEOUT", "VERDICT_TIMEOUT",
+           "MIGRATE_TIMEOUT", "RESUME_GRACE", "SLACK"]
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,6 @@ VERDICT_TIMEOUT = 0.3
 MIGRATE_TIMEOUT = 0.3
 # Scheduling noise on a 2-core machine running a dozen threads per run.
 SLACK = 1.5
-# An (err ...) sent this long before the source began to destroy its copy
-# was there to be seen (loopback TCP, one peek just before the destroy).
-ERR_TRANSIT = 0.05
 # Nothing in one run may take longer than this (every wait is bounded).
 RUN_LIMIT = 20.0
 # The handover's extra wait for old backends before a resume (5 s inside
@@ -155,7 +153,8 @@ class Schedule:
     store_fault: StoreFault | None = None
     # Source-side failures: "save" (xc_save fails), "destroy" (destroying
     # the source copy raises after the hypercall), "resume" (re-creating
-    # the devices raises).
+    # the devices raises), "verdict" (reading the verdict raises, through
+    # the relocation socket).
     source_fault: str | None = None
     destroy_cost: float = 0.0
     drain_timeout: float = DRAIN_TIMEOUT
@@ -177,6 +176,8 @@ class TargetModel:
         self.released_by_byte = False
         self.reset_seen = False
         self.running = False
+        self.running_at: float | None = None
+        self.ok_sent_at: float | None = None
         self.sent_err = False
         self.sent_err_before_eof = False
         self.err_sent_at: float | None = None
@@ -245,6 +246,7 @@ class TargetModel:
                 self._fail("%s failed" % step)
                 return
         self.running = True
+        self.running_at = time.monotonic()
         self._answer(self.plan.action)
 
     def _fail(self, why: str):
@@ -270,6 +272,7 @@ class TargetModel:
     def _answer(self, action: str):
         self.stop.wait(self.plan.delay)
         if action == "ok":
+            self.ok_sent_at = time.monotonic()
             self.sock.sendall(b"(ok)\n")
         elif action == "garbage":
             self.sock.sendall(b"garbage, not a verdict\n")
@@ -316,6 +319,9 @@ class Outcome:
     leftover_paths: list = dataclasses.field(default_factory=list)
     leaked_threads: list = dataclasses.field(default_factory=list)
     leaked_fds: int = 0
+    # A hung backend (this guest's or another's) holds the dom0 xenwatch
+    # thread this guest's backends share: they are stuck as well.
+    xenwatch_held: bool = False
     problems: list = dataclasses.field(default_factory=list)
 
 
@@ -450,6 +456,10 @@ def run_schedules(schedules, before_save=None,
             out.xend_watches_left = watches_left
             run.target_join()
         everyone = [a for run in runs for a in run.actors]
+        held = first.shared_xenwatch and any(
+            isinstance(a, HungBlkback) for a in everyone)
+        for run in runs:
+            run.out.xenwatch_held = held
         for run in runs:
             _finish(run, store, faulty, first.shared_xenwatch, everyone)
         if after_save is not None:
@@ -575,8 +585,12 @@ def _save(run: _Run) -> None:
     out.started = time.monotonic()
     handovers: list = []
     try:
-        patched_save(run.source.fileno(), out.dominfo, True, True,
-                     "127.0.0.1", sock=run.source, env=run.env,
+        sock = run.source
+        if run.schedule.source_fault == "verdict":
+            sock = FaultySocket(sock, MemoryError("injected: reading the "
+                                                  "verdict failed"))
+        patched_save(sock.fileno(), out.dominfo, True, True,
+                     "127.0.0.1", sock=sock, env=run.env,
                      platform=run.platform, handovers=handovers)
     except Exception as exc:
         out.save_error = exc
@@ -708,166 +722,3 @@ def _wait_threads(before: set) -> list[str]:
         if not extra or time.monotonic() > deadline:
             return [t.name for t in extra]
         extra[0].join(0.05)
-
-
-# ---------------------------------------------------------------------------
-# the invariants
-# ---------------------------------------------------------------------------
-
-def stock_would_lose(out: Outcome) -> bool:
-    """Stock 3.1 destroys the source copy once the image is out, then lets
-    the target go: the guest is lost whenever the target's copy does not
-    end up running (unless xc_save itself failed: stock then resumes)."""
-    return out.schedule.source_fault != "save" and not out.target.running
-
-
-def stock_would_resume_hvm(out: Outcome) -> bool:
-    """Xen 3.1 resumes an HVM guest only cooperatively (SUSPEND_CANCEL, on
-    its devices as they are), and stock's save resumes only when xc_save
-    failed; an HVM guest stuck where stock could not resume it either is
-    no regression (facts section 10).  True for every PV guest."""
-    s = out.schedule
-    if not s.hvm:
-        return True
-    return s.suspend_cancel and s.source_fault == "save"
-
-
-def violations(out: Outcome) -> list[str]:
-    """Every invariant (docs/design.md, "Invariants") this run broke
-    (empty when safe)."""
-    found = list(out.problems)
-    s = out.schedule
-    target = out.target
-    dominfo = out.dominfo
-    if target is None or dominfo is None:
-        return found or ["the run did not start"]
-    found.extend("target model error: %r" % (e,) for e in target.errors)
-    report = out.report
-
-    source_destroyed = dominfo.destroyed_domid is not None
-    # Resumed at some point (xc.domain_resume returned), even if destroyed
-    # afterwards.
-    source_resumed = dominfo.state == "resumed" or (
-        bool(dominfo.called("xc.domain_resume"))
-        and dominfo.resume_error is None)
-    source_running = not source_destroyed and (
-        source_resumed or dominfo.state in ("running", "resumed"))
-    if source_resumed and source_destroyed:
-        found.append("the source copy was both resumed and destroyed")
-
-    # 1. never two running copies
-    if source_running and target.running:
-        found.append("two running copies")
-
-    # 2. lost only where stock loses it, never after an (err ...)
-    lost = source_destroyed and not target.running
-    if lost and not stock_would_lose(out):
-        found.append("guest lost where stock 3.1 would not lose it")
-    if lost and target.sent_err:
-        # After a release on the stock-order path the source copy was
-        # already gone (as with stock); anywhere else the source could
-        # have known.
-        fast = report is not None and report.path == FAST
-        destroyed = dominfo.times.get("destroy_started", float("inf"))
-        known = target.err_sent_at is not None and \
-            target.err_sent_at + ERR_TRANSIT < destroyed
-        if fast or known:
-            found.append("guest lost although the target said (err ...)")
-    stranded = not source_destroyed and not source_running \
-        and not target.running
-    # A hung backend's old directory never goes, and 3.1's createDevice
-    # refuses to re-create the device while it stands: where stock would
-    # have lost the guest, or would have had to re-create its devices
-    # (no SUSPEND_CANCEL), suspended (and said so) is no worse.
-    hung = any(d.kind == "hung" for d in s.devices)
-    # With nothing released, a guest without SUSPEND_CANCEL comes back
-    # through stock's own re-creating resumeDomain, with stock's limits
-    # (it waits MIGRATE_TIMEOUT, for vbds only): exactly what stock's
-    # failure path runs, so its failing is stock's.
-    released = report is not None and \
-        report.phase_seconds("release") is not None
-    stock_resume = not released and not s.suspend_cancel
-    stuck_like_stock = (hung and (stock_would_lose(out)
-                                  or not s.suspend_cancel)) \
-        or not stock_would_resume_hvm(out) or stock_resume
-    # KNOWN, not excused silently: with the early release, xc_save failing
-    # after the suspend finds the block devices released, so only the
-    # re-creating resume is left, and a hung backend never lets it run,
-    # where stock resumes a SUSPEND_CANCEL guest on its devices.  Pinned by
-    # test_regressions' strict xfail
-    # test_early_release_then_xc_save_failure_with_a_hung_backend; taken
-    # out of the random runs until the lead decides.
-    known_early_release_gap = s.early_release and hung and not s.hvm \
-        and s.source_fault == "save" and s.suspend_cancel and released
-    if stranded and not (out.fault_fired or out.xend_dead
-                         or s.source_fault in ("resume",)
-                         or stuck_like_stock or known_early_release_gap):
-        found.append("source copy left suspended with nothing running")
-    if stranded and report is not None and report.outcome != SUSPENDED \
-            and not out.xend_dead:
-        found.append("source copy left suspended but reported %s"
-                     % (report.outcome,))
-
-    # 3. the release: after every drain, or after destroy (stock's moment)
-    release = out.unleashed_at
-    if target.eof_at is not None and release is None \
-            and not target.released_by_byte:
-        found.append("the target saw EOF but the source never released it")
-    if target.eof_at is not None:
-        release = release if release is not None else target.eof_at
-        if report is not None and report.path == FAST:
-            last = [c for c in out.completions if c is not None]
-            late = [c for c in last if c > release]
-            pending = [a.name for a in out.backends
-                       if a.pending() and not isinstance(a, ClassicNetback)]
-            if late:
-                found.append("released %.1f ms before an in-flight request "
-                             "completed" % ((max(late) - release) * 1000))
-            if pending:
-                found.append("released while requests were pending on %s"
-                             % pending)
-        else:
-            destroyed = dominfo.times.get("domid_cleared")
-            if destroyed is None or destroyed > release:
-                found.append("released on the stock-order path before the "
-                             "source copy was destroyed")
-        if target.eof_at < release:
-            found.append("the target saw EOF before the release")
-    if report is None and out.save_error is None:
-        found.append("save returned no report on the handover path")
-
-    # 4. within the deadlines
-    budget = _budget(out)
-    if out.image_sent_at is not None and out.ended - out.image_sent_at > \
-            budget:
-        found.append("the handover took %.2f s, over its %.2f s budget"
-                     % (out.ended - out.image_sent_at, budget))
-
-    # 5. nothing left behind
-    if out.leftover_paths:
-        found.append("left behind: %s" % out.leftover_paths[:5])
-    if out.xend_watches_left:
-        found.append("%d xenstore watches of xend left"
-                     % out.xend_watches_left)
-    if out.leaked_threads:
-        found.append("threads left: %s" % out.leaked_threads)
-    if out.leaked_fds:
-        found.append("%d file descriptors leaked" % out.leaked_fds)
-    return found
-
-
-def _budget(out: Outcome) -> float:
-    """The deadlines of the handover plus the stock waits of a resume.
-
-    One drain timeout: the fast wait and the stock-order fallback's share
-    it (issue 11, defect 8).  A resume after a release may wait up to the
-    grace for the old backends to go.
-    """
-    s = out.schedule
-    ndev = len(s.devices) + 1
-    resume = 2 * (MIGRATE_TIMEOUT + 0.1 * ndev + 0.1)
-    if out.report is not None and out.report.outcome in (RESUMED,
-                                                         SUSPENDED):
-        resume = resume + RESUME_GRACE
-    return (s.drain_timeout + VERDICT_TIMEOUT + s.destroy_cost + resume
-            + SLACK)
