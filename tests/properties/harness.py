@@ -47,9 +47,10 @@ from fastmig_tools.xenstore.embedded import EmbeddedXenstore
 from fastmig_tools.xenstore.xend_api import XendApi
 from fastmig_tools.models.patched_save import SIGNATURE
 from fastmig_tools.models.patched_save import save as patched_save
+from fastmig_tools.rehearse.leftovers import left_behind
 from fastmig_tools.rehearse.injection import (FaultyHandle, FaultySocket,
                                               break_destroy, break_resume)
-from xend_fastmig.handover import FAST, RESUMED, SUSPENDED, Environment
+from xend_fastmig.handover import Environment
 from xend_fastmig.options import FastMigrationOptions
 
 from tests.unit.fakes import FakePlatform
@@ -460,8 +461,10 @@ def run_schedules(schedules, before_save=None,
             isinstance(a, HungBlkback) for a in everyone)
         for run in runs:
             run.out.xenwatch_held = held
+        # Through a connection of its own: a fault may have reset xend's.
+        checker = connect()
         for run in runs:
-            _finish(run, store, faulty, first.shared_xenwatch, everyone)
+            _finish(run, checker.xstransact, faulty)
         if after_save is not None:
             for run in runs:
                 after_save(run.out)
@@ -604,21 +607,12 @@ def _save(run: _Run) -> None:
     run.source = None
 
 
-def _finish(run: _Run, store, faulty, shared_xenwatch, everyone) -> None:
+def _finish(run: _Run, xst, faulty) -> None:
     out = run.out
     _settle_backends(run.actors, run.schedule)
     out.completions = [r.completed_at for a in run.actors
                        for r in a.requests]
-    # The backends react to the source's teardown on their own threads:
-    # give them a bounded while to finish it.
-    deadline = time.monotonic() + 2.0
-    while True:
-        out.leftover_paths = _leftovers(store, out.dominfo, run.schedule,
-                                        run.actors, faulty, shared_xenwatch,
-                                        everyone)
-        if not out.leftover_paths or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
+    out.leftover_paths = _leftovers(xst, run, faulty)
 
 
 def _xend_handle(store, fault: StoreFault | None) -> FaultyHandle:
@@ -658,60 +652,29 @@ def _settle_backends(actors, schedule: Schedule) -> None:
                        max(deadline - time.monotonic(), 0.0))
 
 
-def _leftovers(store, dominfo, schedule: Schedule, actors,
-               faulty: FaultyHandle, shared_xenwatch: bool,
-               everyone: list) -> list[str]:
-    """Nodes of the migrated guest that should be gone and are not.
+def _leftovers(xst, run: _Run, faulty: FaultyHandle) -> list[str]:
+    """Nodes of the migrated guest that should be gone and are not
+    (``leftovers.left_behind``, the rehearsal's check).
 
-    Not counted: what xend's own ``destroyDomain`` could not remove because
-    the injected fault hit it (stock runs that same code), and backend
-    directories of a kernel that hung or whose own xenstore requests were
-    made to fail (udev's cleanup is the kernel side's job, not xend's).
+    Not counted: what xend's own ``destroyDomain`` could not remove
+    because the injected fault hit it (stock runs that same code), and
+    backend directories of a kernel that hung or whose own xenstore
+    requests were made to fail (udev's cleanup is the kernel side's job,
+    not xend's).
     """
-    domid = dominfo.destroyed_domid
-    if domid is None:
-        return []  # the source copy lives on (resumed): it owns its nodes
-    left = []
-    started = dominfo.times.get("destroy_started")
+    out = run.out
+    started = out.dominfo.times.get("destroy_started")
     destroy_hit = faulty.dead or (started is not None and any(
         t >= started for t in faulty.failed_at))
     if destroy_hit:
         # xend's own destroyDomain failed: neither the frontends nor
         # (so) the backends could go; stock runs the same code.
         return []
-    left.extend(sorted(store.dump("/local/domain/%d" % domid)))
-    reset_all = schedule.store_fault is not None and \
-        schedule.store_fault.who == "reset-all" and faulty.fired
-    # One hung drain holds a dom0's single xenwatch thread: every backend
-    # sharing it is stuck too (as on a real 3.1 dom0).
-    stuck_all = reset_all or (shared_xenwatch and any(
-        isinstance(a, HungBlkback) for a in everyone))
-    hung = set(a.backend for a in actors
-               if isinstance(a, HungBlkback) or a.errors or stuck_all
-               or _lost_frontend_event(a))
-    for devclass in ("vbd", "tap", "vif"):
-        root = "/local/domain/0/backend/%s/%d" % (devclass, domid)
-        for path in store.dump(root):
-            parts = path.split("/")
-            if len(parts) < 8:
-                continue  # the per-domain parent stays, as on a 3.1 dom0
-            device = "/".join(parts[:8])
-            if device in hung:
-                continue  # the hung kernel keeps it, under stock too
-            if device not in left:
-                left.append(device)
-    return left
-
-
-def _lost_frontend_event(actor) -> bool:
-    """The blkback model's known defect (reported to its owner): when
-    ``shutdown-request`` and the frontend's removal reach a protocol
-    backend in one wake-up, it starts the drain and drops the frontend
-    event, so it never unregisters and its directory stays.  Not xend's
-    leftover."""
-    return (isinstance(actor, ShutdownRequestBlkback)
-            and actor.shutdown_done_at is not None
-            and not actor.unregistered)
+    fault = run.schedule.store_fault
+    reset_all = fault is not None and fault.who == "reset-all" and \
+        faulty.fired
+    return left_behind(xst, out.dominfo, run.actors,
+                       all_stuck=reset_all or out.xenwatch_held)
 
 
 def _wait_threads(before: set) -> list[str]:

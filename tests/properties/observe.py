@@ -56,6 +56,14 @@ def _released(out) -> bool:
         out.report.phase_seconds("release") is not None
 
 
+def _hung(out) -> bool:
+    """A backend of this guest hangs: its own storage hung, or another
+    guest's hung backend holds the dom0 xenwatch thread they share (as on
+    a real 3.1 dom0)."""
+    return out.xenwatch_held or any(d.kind == "hung"
+                                    for d in out.schedule.devices)
+
+
 def _stuck_like_stock(out) -> bool:
     """A source copy left suspended where stock would leave none running.
 
@@ -66,12 +74,10 @@ def _stuck_like_stock(out) -> bool:
     released, a guest without SUSPEND_CANCEL comes back through stock's
     own re-creating resumeDomain, with stock's limits (it waits
     MIGRATE_TIMEOUT, for vbds only): exactly what stock's failure path
-    runs, so its failing is stock's.  A hung backend of another guest
-    holding the dom0 xenwatch thread this guest's backends share hangs
-    them too (as on a real 3.1 dom0).
+    runs, so its failing is stock's.
     """
     s = out.schedule
-    hung = out.xenwatch_held or any(d.kind == "hung" for d in s.devices)
+    hung = _hung(out)
     stock_resume = not _released(out) and not s.suspend_cancel
     return (hung and (stock_would_lose(out) or not s.suspend_cancel)) \
         or not stock_would_resume_hvm(out) or stock_resume
@@ -86,8 +92,7 @@ def _known_early_release_gap(out) -> bool:
     test_early_release_properties; the lead decides."""
     s = out.schedule
     return s.early_release and not s.hvm and s.source_fault == "save" \
-        and s.suspend_cancel and _released(out) \
-        and any(d.kind == "hung" for d in s.devices)
+        and s.suspend_cancel and _released(out) and _hung(out)
 
 
 def budget_seconds(out) -> float:
