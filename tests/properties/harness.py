@@ -4,23 +4,18 @@
 xenstore (3.1 or 4.17 flavour), one xend connection, one modelled 3.1
 block backend (classic blkback/blktap + hotplug, or shutdown-request) per
 disk on a connection of its own, a netback for the vif, a modelled
-``XendDomainInfo``, and a real TCP connection on 127.0.0.1 whose far end
-is a model of a 3.1 target's ``restore``.  It runs the model of the
-patched save (``fastmig_tools.models.patched_save.save``, as the
-rehearsal does), which calls the REAL handover (``begin``, ``suspended``,
-``run``, ``failed``, ``finish``) where the patched xend does, with a
-``FakePlatform`` in place of ``xc_save`` and the early release on or off
-as the schedule says, injects the drawn faults, tears everything down and
-returns an ``Outcome``.  ``tests.properties.observe`` judges it: the
-one oracle's invariants (``fastmig_tools.invariants``, docs/design.md,
-"Invariants") and the world's own errors.
-
-What the target does is modelled on 3.1's ``XendCheckpoint.restore`` and
-relocation server: it reads the image, blocks until end-of-stream, runs
-``completeRestore`` / ``waitForDevices`` / ``unpause``, and answers
-``(ok)``, or ``(err ...)`` after destroying its copy.  Its copy runs iff
-it saw a clean EOF and no later step failed; a reset or a hang-up before
-EOF means it destroys its copy.
+``XendDomainInfo``, and a real TCP connection on 127.0.0.1 to a target
+host of its own (the rehearsal's ``TargetHost``: 3.1's relocation server
+and ``XendCheckpoint.restore``, on a xenstore of its own).  It runs the
+model of the patched save (``fastmig_tools.models.patched_save.save``, as
+the rehearsal does), which calls the REAL handover (``begin``,
+``suspended``, ``run``, ``failed``, ``finish``) where the patched xend
+does, with a ``FakePlatform`` in place of ``xc_save`` and the early
+release on or off as the schedule says, injects the drawn faults (through
+``fastmig_tools.rehearse.injection`` and the target's own fault), tears
+everything down and returns an ``Outcome``.  ``tests.properties.observe``
+judges it: the one oracle's invariants (``fastmig_tools.invariants``,
+docs/design.md, "Invariants") and the world's own errors.
 """
 from __future__ import annotations
 
@@ -31,7 +26,6 @@ import itertools
 import logging
 import os
 import socket
-import struct
 import threading
 import time
 import uuid as uuidlib
@@ -45,8 +39,11 @@ from fastmig_tools.models.blkback import (ClassicBlkback, ClassicNetback,
 from fastmig_tools.models.guest import ModelDomainInfo
 from fastmig_tools.xenstore.embedded import EmbeddedXenstore
 from fastmig_tools.xenstore.xend_api import XendApi
-from fastmig_tools.models.patched_save import SIGNATURE
 from fastmig_tools.models.patched_save import save as patched_save
+from fastmig_tools.rehearse.stores import HostStore
+from fastmig_tools.rehearse.stream import (END, PAGE, RING, config_sxp,
+                                           write_record)
+from fastmig_tools.rehearse.target import TargetHost, TargetRun
 from fastmig_tools.rehearse.leftovers import left_behind
 from fastmig_tools.rehearse.injection import (FaultyHandle, FaultySocket,
                                               break_destroy, break_resume)
@@ -164,139 +161,23 @@ class Schedule:
     early_release: bool = True
 
 
-class TargetModel:
-    """The target xend's end of the relocation connection (3.1 restore)."""
+class _Guest:
+    """The guest as the target host sees it: when it was suspended, and
+    that it runs again (the property world has no disk to write)."""
 
-    def __init__(self, sock: socket.socket, image_bytes: int,
-                 plan: TargetPlan):
-        self.sock = sock
-        self.image_bytes = image_bytes
-        self.plan = plan
-        self.stop = threading.Event()
-        self.eof_at: float | None = None
-        self.released_by_byte = False
-        self.reset_seen = False
-        self.running = False
-        self.running_at: float | None = None
-        self.ok_sent_at: float | None = None
-        self.sent_err = False
-        self.sent_err_before_eof = False
-        self.err_sent_at: float | None = None
-        self.copy_destroyed = False
-        self.errors: list[BaseException] = []
-        # Set when the source suspended the guest (for ``last-round``).
-        self.suspended = threading.Event()
-        self.thread = threading.Thread(target=self._main, daemon=True,
-                                       name="target-model")
+    def __init__(self):
+        self.suspended_at: float | None = None
 
-    def start(self) -> "TargetModel":
-        self.thread.start()
-        return self
+    def run_again(self, host: str, ring=None) -> float:
+        return time.monotonic()
 
-    def join(self, timeout: float = 10.0) -> None:
-        self.stop.set()
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            raise AssertionError("the target model did not stop")
 
-    def _main(self):
-        try:
-            self._restore()
-        except OSError as exc:
-            # A reset or a broken pipe: 3.1's restore fails and destroys
-            # the copy (if it ran, a dead connection no longer matters).
-            if not self.running:
-                self.copy_destroyed = True
-            self.reset_seen = True
-            log.debug("target: %s", exc)
-        except BaseException as exc:  # surfaced by the invariant check
-            self.errors.append(exc)
-        finally:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-
-    def _restore(self):
-        if self.plan.step == "last-round":
-            # A save that fails before the suspend never gets here: the
-            # source resets, and join() stops the wait.
-            while not self.suspended.wait(0.05):
-                if self.stop.is_set():
-                    self.copy_destroyed = True
-                    return
-            self._fail("the restore failed in the last round")
-            return
-        got = 0
-        while got < self.image_bytes:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                self.copy_destroyed = True
-                return
-            got += len(chunk)
-        if self.plan.step == "stream":
-            self._fail("reading the image failed")
-            return
-        # 3.1: os.read(fd, 1) – EOF or any byte releases the copy.
-        data = self.sock.recv(1)
-        if data:
-            self.released_by_byte = True
-        self.eof_at = time.monotonic()
-        for step in ("completeRestore", "waitForDevices", "unpause"):
-            if self.plan.step == step:
-                self._fail("%s failed" % step)
-                return
-        self.running = True
-        self.running_at = time.monotonic()
-        self._answer(self.plan.action)
-
-    def _fail(self, why: str):
-        self.stop.wait(self.plan.delay)
-        action = self.plan.action
-        if action == "err":
-            self.copy_destroyed = True
-            self.sent_err = True
-            self.sent_err_before_eof = self.eof_at is None
-            self.err_sent_at = time.monotonic()
-            self.sock.sendall(
-                b"(err (type RuntimeError) (value \"%s\"))\n" % why.encode())
-            self._linger()
-        elif action == "hangup":
-            self.copy_destroyed = True
-        elif action == "reset":
-            self.copy_destroyed = True
-            self._reset()
-        else:  # hang: stuck until the source gives up, then fails
-            self._linger()
-            self.copy_destroyed = True
-
-    def _answer(self, action: str):
-        self.stop.wait(self.plan.delay)
-        if action == "ok":
-            self.ok_sent_at = time.monotonic()
-            self.sock.sendall(b"(ok)\n")
-        elif action == "garbage":
-            self.sock.sendall(b"garbage, not a verdict\n")
-        elif action == "oversized":
-            try:
-                self.sock.sendall(b"(" * 70000)
-            except OSError:
-                pass  # the source stopped reading and reset: as it should
-        elif action == "reset":
-            self._reset()
-            return
-        elif action == "hangup":
-            return
-        self._linger()
-
-    def _linger(self):
-        """Keep the connection open until the source is done (bounded)."""
-        self.stop.wait(RUN_LIMIT)
-
-    def _reset(self):
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                             struct.pack("ii", 1, 0))
-        self.sock.close()
+def _target_fault(plan: TargetPlan) -> dict:
+    """``TargetHost``'s fault for ``plan``."""
+    action = "silent" if plan.action == "none" else plan.action
+    if plan.step == "last-round":
+        return dict(fault=(plan.step, action), fault_delay=plan.delay)
+    return dict(fault=(plan.step, action), step_delay=plan.delay)
 
 
 @dataclasses.dataclass
@@ -308,7 +189,8 @@ class Outcome:
     image_sent_at: float | None = None
     ended: float = 0.0
     unleashed_at: float | None = None
-    target: TargetModel | None = None
+    # What the target host did with this migration (its connection).
+    target: TargetRun | None = None
     dominfo: ModelDomainInfo | None = None
     journal: list = dataclasses.field(default_factory=list)
     backends: list = dataclasses.field(default_factory=list)
@@ -341,19 +223,30 @@ def _factory(schedule: Schedule, device: Device):
 
 
 class _Platform(FakePlatform):
-    """FakePlatform that also says when the image is out."""
+    """FakePlatform writing the stream a 3.1 target reads (signature,
+    config, image records: ``fastmig_tools.rehearse.stream``), and saying
+    when the image is out."""
 
     def __init__(self, journal, fail_save=None):
         FakePlatform.__init__(self, journal, fail_save=fail_save)
         self.image_sent_at = None
         self.on_suspended = None
 
+    def config_string(self, dominfo):
+        return config_sxp(dominfo.getName(), dominfo.uuid, 1024, [],
+                          dominfo.getDomid())
+
     def run_xc_save(self, fd, dominfo, live, hvm, on_suspend):
-        def suspended():
-            on_suspend()
-            if self.on_suspended is not None:
-                self.on_suspended()
-        FakePlatform.run_xc_save(self, fd, dominfo, live, hvm, suspended)
+        write_record(fd, PAGE, b"\0" * 64)
+        on_suspend()
+        if self.on_suspended is not None:
+            self.on_suspended()
+        self.journal.append("suspended")
+        if self.fail_save is not None:
+            raise self.fail_save
+        write_record(fd, RING, b"[]")
+        write_record(fd, END)
+        self.journal.append("image sent")
         self.image_sent_at = time.monotonic()
 
 
@@ -383,11 +276,17 @@ class _Run:
         self.source: socket.socket | None = None
         self.platform: _Platform | None = None
         self.env: Environment | None = None
+        self.guest = _Guest()
+        self.target_store: HostStore | None = None
+        self.target_host: TargetHost | None = None
 
     def target_join(self) -> None:
-        target = self.out.target
-        if target is not None and target.thread.is_alive():
-            target.join()
+        """Stop the target host (any number of times)."""
+        if self.target_host is not None:
+            self.target_host.stop()
+        store, self.target_store = self.target_store, None
+        if store is not None:
+            store.close()
 
 
 def run_schedules(schedules, before_save=None,
@@ -538,24 +437,22 @@ def _set_up(run: _Run, store, xend, connect, xenwatch, protocol,
                                          layout.backend).start())
     out.backends = run.actors
 
-    listener = socket.socket()
-    try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        run.source = socket.create_connection(listener.getsockname())
-        target_sock = listener.accept()[0]
-    finally:
-        listener.close()
+    # The target: a 3.1 host of its own (store, relocation listener).
+    run.target_store = HostStore("target%d" % domid, "embedded").start()
+    run.target_host = TargetHost(
+        run.target_store, run.guest, memory_gb=1.0, destroy_per_gb=0.0,
+        restore_seconds=0.0, timeout=RUN_LIMIT, first_domid=domid + 5000,
+        **_target_fault(schedule.target)).start()
+    # domain_migrate, up to save: connect, "receive", read the ready.
+    run.source = socket.create_connection(("127.0.0.1",
+                                           run.target_host.port))
+    run.source.sendall(b"receive\n")
+    run.source.recv(80)
+    out.target = run.target_host.runs[0]
     platform = _Platform(out.journal, fail_save=(
         RuntimeError("xc_save failed")
         if schedule.source_fault == "save" else None))
     run.platform = platform
-    image_bytes = len(SIGNATURE) + 4 + \
-        len(platform.config_string(dominfo)) + len(platform.image)
-    if schedule.source_fault == "save":
-        image_bytes = 10 ** 9  # the image never completes
-    out.target = TargetModel(target_sock, image_bytes, schedule.target)
-    out.target.start()
 
     def suspended():
         t = time.monotonic()
@@ -567,7 +464,7 @@ def _set_up(run: _Run, store, xend, connect, xenwatch, protocol,
                 _arm_any(store, dominfo, schedule.store_fault)
                 armed_any.append((store._faults[-1],
                                   schedule.store_fault.count))
-        out.target.suspended.set()
+        run.guest.suspended_at = t
         if schedule.last_round > 0:
             # xc_save's last round: the rest of the image comes after it.
             time.sleep(schedule.last_round)

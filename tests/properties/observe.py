@@ -18,10 +18,22 @@ from fastmig_tools.invariants import Observation, check
 from fastmig_tools.models.blkback import ClassicNetback
 from tests.properties.harness import (MIGRATE_TIMEOUT, RESUME_GRACE, SLACK,
                                       VERDICT_TIMEOUT)
+from fastmig_tools.rehearse.target import READY_REPLY
 from xend_fastmig.handover import FAST, RESUMED, SUSPENDED
 
-__all__ = ["observe", "violations", "harness_errors", "ids",
+__all__ = ["observe", "violations", "harness_errors", "ids", "target_said",
            "stock_would_lose", "stock_would_resume_hvm", "budget_seconds"]
+
+
+def target_said(target) -> str | None:
+    """"ok", "err" or None: the verdict the target host sent."""
+    if target.reply is None:
+        return None
+    verdict = target.reply.replace(READY_REPLY, "", 1).lstrip()
+    for word in ("ok", "err"):
+        if verdict.startswith("(" + word):
+            return word
+    return None
 
 
 def ids(found) -> list[str]:
@@ -180,17 +192,13 @@ def observe(out) -> Observation:
     destroyed = dominfo.times.get("destroy_started")
     source_ran = _source_ran(dominfo)
     target_ran = []
-    if target.running:
-        target_ran.append((target.running_at, None))
-    said = said_at = None
-    if target.sent_err:
-        said, said_at = "err", target.err_sent_at
-    elif target.ok_sent_at is not None:
-        said, said_at = "ok", target.ok_sent_at
+    if target.unpaused_at is not None:
+        target_ran.append((target.unpaused_at, target.destroyed_at))
+    said = target_said(target)
     released = None
-    if target.eof_at is not None:
+    if target.released_at is not None:
         released = out.unleashed_at if out.unleashed_at is not None \
-            else target.eof_at
+            else target.released_at
     stranded = destroyed is None and not target_ran and not any(
         end is None for _start, end in source_ran)
     stock_without_copy = stock_would_lose(out)
@@ -213,7 +221,7 @@ def observe(out) -> Observation:
         target_ran=target_ran,
         source_destroyed_at=destroyed,
         target_said=said,
-        target_said_at=said_at,
+        target_said_at=target.replied_at if said is not None else None,
         released_at=released,
         fast_path=report is not None and report.path == FAST,
         drains_confirmed=dict((a.name, _confirmed_at(a)) for a in backends),
@@ -239,6 +247,13 @@ def violations(out) -> list[str]:
     return [str(v) for v in check(observe(out))]
 
 
+# How a target's restore may fail in a run: as its fault says, or because
+# the source sent no (whole) stream or went away (a failed save, a reset).
+_TARGET_FAILS_AS_TOLD = ("InjectedFailure", "target hang-up", "target reset",
+                         "StreamError", "ConnectionResetError",
+                         "BrokenPipeError", "TimeoutError")
+
+
 def harness_errors(out) -> list[str]:
     """What went wrong with the world itself, or with the core's report
     as the target saw it (empty when the run can be trusted)."""
@@ -246,13 +261,16 @@ def harness_errors(out) -> list[str]:
     target = out.target
     if target is None or out.dominfo is None:
         return found or ["the run did not start"]
-    found.extend("target model error: %r" % (e,) for e in target.errors)
-    if target.eof_at is not None and out.unleashed_at is None \
-            and not target.released_by_byte:
+    if target.error is not None and \
+            not target.error.startswith(_TARGET_FAILS_AS_TOLD):
+        found.append("the target host failed on its own: %s"
+                     % target.error)
+    if target.released_at is not None and out.unleashed_at is None \
+            and target.release_how == "EOF":
         found.append("the target saw EOF but the report says the source "
                      "never released it")
-    if target.eof_at is not None and out.unleashed_at is not None \
-            and target.eof_at < out.unleashed_at:
+    if target.released_at is not None and out.unleashed_at is not None \
+            and target.released_at < out.unleashed_at:
         found.append("the target saw EOF before the reported release")
     if out.report is None and out.save_error is None:
         found.append("save returned no report on the handover path")

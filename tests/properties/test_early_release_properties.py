@@ -126,7 +126,7 @@ def test_a_target_failing_in_the_last_round_leaves_the_guest_at_the_source(
         target=TargetPlan("last-round", action, 0.01), last_round=0.1,
         teardown=0.03, early_release=True))
     assert out.report.outcome == RESUMED
-    assert not out.target.running and out.target.eof_at is None
+    assert not out.target.running and out.target.released_at is None
 
 
 @pytest.mark.timeout(60)

@@ -41,7 +41,7 @@ def test_an_err_during_a_drain_that_times_out_resumes_the_source(devclass):
     assert out.report.path == STOCK_ORDER
     assert out.report.outcome == RESUMED
     assert out.dominfo.destroyed_domid is None
-    assert out.target.eof_at is None  # never released
+    assert out.target.released_at is None  # never released
     # Devices were released: the resume re-created them.
     assert out.dominfo.resume_path == "recreate"
     assert isinstance(out.save_error, MigrationFailed)
@@ -67,7 +67,7 @@ def test_an_err_when_capture_fails_resumes_on_the_intact_devices(
     def failing_capture(store, domid, dompath):
         target = state["out"].target
         deadline = time.monotonic() + 5.0
-        while target.err_sent_at is None and time.monotonic() < deadline:
+        while target.replied_at is None and time.monotonic() < deadline:
             time.sleep(0.005)
         # Give the (err ...) the time to cross the loopback connection.
         time.sleep(0.05)
@@ -205,7 +205,7 @@ def test_an_exception_while_releasing_takes_the_stock_order(monkeypatch):
         # The target's (err ...) arrives meanwhile.
         target = state["out"].target
         deadline = time.monotonic() + 5.0
-        while target.err_sent_at is None and time.monotonic() < deadline:
+        while target.replied_at is None and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(0.05)
         raise RuntimeError(errno.EIO, "injected after the release")
