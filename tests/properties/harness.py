@@ -202,6 +202,9 @@ class Outcome:
     leftover_paths: list = dataclasses.field(default_factory=list)
     leaked_threads: list = dataclasses.field(default_factory=list)
     leaked_fds: int = 0
+    # xend's connection through the fault injector (a test's
+    # ``before_save`` may tell it a fault of its own).
+    xend_handle: FaultyHandle | None = None
     # A hung backend (this guest's or another's) holds the dom0 xenwatch
     # thread this guest's backends share: they are stuck as well.
     xenwatch_held: bool = False
@@ -323,6 +326,8 @@ def run_schedules(schedules, before_save=None,
         for run in runs:
             _set_up(run, store, xend, connect, xenwatch, first.protocol,
                     armed_any)
+        for run in runs:
+            run.out.xend_handle = faulty
         if before_save is not None:
             for run in runs:
                 before_save(run.out)

@@ -159,27 +159,35 @@ def _landed_at(actor):
     return max(landed)
 
 
+def _why_left_suspended(out) -> str | None:
+    """Why a source copy left suspended is no fault of the handover (None:
+    it is)."""
+    reasons = (
+        (out.xend_dead, "xend's xenstore connection died: no resume can "
+         "read or write the domain's devices"),
+        (out.fault_fired, "an injected xenstore fault hit the source, and "
+         "stock's own resume code runs under it"),
+        (out.schedule.source_fault == "resume",
+         "the resume itself was made to raise"),
+        (_known_early_release_gap(out), "the early release's known "
+         "trade-off (a hung backend, xc_save failing after the release)"))
+    for holds, why in reasons:
+        if holds:
+            return why
+    return None
+
+
 def _excused(out, stranded: bool) -> dict:
-    s = out.schedule
     excused = {}
     # Only a source copy left suspended is excused (its (err ...) rule
     # needs a destroyed copy, which these never have).
-    if stranded:
-        if out.xend_dead:
-            excused["I2"] = "xend's xenstore connection died: no resume " \
-                            "can read or write the domain's devices"
-        elif out.fault_fired:
-            excused["I2"] = "an injected xenstore fault hit the source, " \
-                            "and stock's own resume code runs under it"
-        elif s.source_fault == "resume":
-            excused["I2"] = "the resume itself was made to raise"
-        elif _known_early_release_gap(out):
-            excused["I2"] = "the early release's known trade-off (a hung " \
-                            "backend, xc_save failing after the release)"
+    why = _why_left_suspended(out) if stranded else None
+    if why is not None:
+        excused["I2"] = why
     if out.xend_dead:
         excused["I9"] = "xend's xenstore connection died before it could " \
                         "report"
-    elif s.source_fault == "verdict":
+    elif out.schedule.source_fault == "verdict":
         excused["I9"] = "the (ok) was sent but its read was made to fail: " \
                         "the source must say UNKNOWN"
     return excused

@@ -14,6 +14,7 @@ import pytest
 import xend_fastmig.handover as handover_module
 import xend_fastmig.release as release_module
 from fastmig_tools.models.patched_save import MigrationFailed
+from fastmig_tools.rehearse.injection import step_matcher
 from xend_fastmig.handover import (AT_TARGET, FAST, RESUMED, STOCK_ORDER,
                                    SUSPENDED)
 
@@ -56,30 +57,46 @@ def test_an_err_during_a_hung_drain_resumes_the_source():
     assert _found(out) == []
 
 
-def test_an_err_when_capture_fails_resumes_on_the_intact_devices(
-        monkeypatch):
+def _after_the_targets_answer(out):
+    """Wait (bounded) until the target answered, and give the answer the
+    time to cross the loopback connection."""
+    deadline = time.monotonic() + 5.0
+    while out.target.replied_at is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.05)
+
+
+def _raise_in(step, exc, nth=1):
+    """A ``before_save``: the ``nth`` request of the handover's ``step``
+    on xend's connection raises ``exc`` once the target answered (the one
+    fault injector's ``raise_at``, as the rehearsal's source faults)."""
+    def before_save(out):
+        matches = step_matcher(step, out.dominfo.getDomid())
+        seen = []
+
+        def when(op, path):
+            if not matches(op, path):
+                return False
+            seen.append(path)
+            if len(seen) < nth:
+                return False
+            _after_the_targets_answer(out)
+            return True
+        out.xend_handle.raise_at(when, exc)
+    return before_save
+
+
+def test_an_err_when_capture_fails_resumes_on_the_intact_devices():
     """The stock-order fallback before anything was released: a target that
     already failed gets the source resumed by stock's own resumeDomain on
     its intact devices (fast for a SUSPEND_CANCEL guest), and save raises
     saying so."""
-    state = {}
-
-    def failing_capture(store, domid, dompath):
-        target = state["out"].target
-        deadline = time.monotonic() + 5.0
-        while target.replied_at is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        # Give the (err ...) the time to cross the loopback connection.
-        time.sleep(0.05)
-        raise RuntimeError(errno.EIO, "injected: reading the devices")
-
-    monkeypatch.setattr(handover_module, "capture_block_devices",
-                        failing_capture)
     out = run_schedule(Schedule(
         devices=(Device("vbd", "normal", (0.01,)),),
         suspend_cancel=True, target=TargetPlan("stream", "err"),
         early_release=False),
-        before_save=lambda o: state.setdefault("out", o))
+        before_save=_raise_in("capture", RuntimeError(
+            errno.EIO, "injected: reading the devices")))
     assert _found(out) == []
     assert out.report.outcome == RESUMED
     assert isinstance(out.save_error, MigrationFailed)
@@ -196,18 +213,19 @@ def test_an_exception_while_releasing_takes_the_stock_order(monkeypatch):
     released, and save's failure path then fast-resumed a SUSPEND_CANCEL
     guest on torn-down devices.  Fixed: the handover takes any exception
     out of ``_releaseDevices(force=True)`` as "released, unconfirmed"
-    (stock order, or a re-creating resume if the target failed)."""
+    (stock order, or a re-creating resume if the target failed).
+
+    The one fault patching the core: the exception has to come out of
+    ``release_block_devices`` after its real work, and no seam of the
+    store, the platform or the socket can do that (the release catches a
+    failed request per device)."""
     real = release_module.release_block_devices
     state = {}
 
     def release_then_raise(dominfo, store=None):
         real(dominfo, store)
         # The target's (err ...) arrives meanwhile.
-        target = state["out"].target
-        deadline = time.monotonic() + 5.0
-        while target.replied_at is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(0.05)
+        _after_the_targets_answer(state["out"])
         raise RuntimeError(errno.EIO, "injected after the release")
     monkeypatch.setattr(release_module, "release_block_devices",
                         release_then_raise)
