@@ -182,7 +182,10 @@ class TargetHost:
     def _accept_loop(self) -> None:
         listener = self._listener
         while not self._stopping.is_set():
-            ready = select.select([listener], [], [], 0.2)[0]
+            try:
+                ready = select.select([listener], [], [], 0.2)[0]
+            except (OSError, ValueError):
+                return   # stop() closed it between two waits
             if self._stopping.is_set():
                 return
             if not ready:
