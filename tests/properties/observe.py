@@ -21,7 +21,8 @@ from tests.properties.harness import (MIGRATE_TIMEOUT, RESUME_GRACE, SLACK,
 from fastmig_tools.rehearse.target import READY_REPLY
 from xend_fastmig.handover import FAST, RESUMED, SUSPENDED
 
-__all__ = ["observe", "violations", "harness_errors", "ids", "target_said",
+__all__ = ["observe", "violations", "harness_errors", "findings", "ids",
+           "target_said",
            "stock_would_lose", "stock_would_resume_hvm", "budget_seconds"]
 
 
@@ -283,3 +284,9 @@ def harness_errors(out) -> list[str]:
     if out.report is None and out.save_error is None:
         found.append("save returned no report on the handover path")
     return found
+
+
+def findings(out) -> list[str]:
+    """The world's errors, then the oracle's violations: a run proves
+    something only when both are empty."""
+    return harness_errors(out) + violations(out)

@@ -15,7 +15,7 @@ from hypothesis import given, note
 
 from tests.properties import tally
 from tests.properties.harness import Schedule, TargetPlan, run_schedule
-from tests.properties.observe import harness_errors, ids, violations
+from tests.properties.observe import ids, violations
 from tests.properties.early_strategies import early_release_schedules
 from xend_fastmig.handover import RESUMED, SUSPENDED
 
@@ -23,14 +23,7 @@ pytestmark = pytest.mark.timeout(3600)
 
 
 def _check(schedule, say=note):
-    say(repr(schedule))
-    out = run_schedule(schedule)
-    found = harness_errors(out) + violations(out)
-    tally.count(found)
-    if out.report is not None:
-        say(out.report.summary())
-    say("save error: %r" % (out.save_error,))
-    return out, found
+    return tally.run_judged(schedule, say)
 
 
 def early_release_trade_off(out, found) -> bool:

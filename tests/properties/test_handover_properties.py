@@ -15,22 +15,14 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from tests.properties import tally
-from tests.properties.harness import run_schedule, run_schedules
-from tests.properties.observe import (harness_errors, stock_would_lose,
-                                      violations)
+from tests.properties.harness import run_schedules
+from tests.properties.observe import findings, stock_would_lose
 from tests.properties.strategies import clean_schedules, schedules
 from xend_fastmig.handover import AT_TARGET, FAST
 
 
 def _run(schedule):
-    note(repr(schedule))
-    out = run_schedule(schedule)
-    found = harness_errors(out) + violations(out)
-    tally.count(found)
-    if out.report is not None:
-        note(out.report.summary())
-    note("save error: %r" % (out.save_error,))
-    return out, found
+    return tally.run_judged(schedule, note)
 
 
 @given(schedules())
@@ -69,7 +61,7 @@ def test_guests_migrating_at_once_keep_the_invariants(batch):
     note(repr(batch))
     outs = run_schedules(batch)
     for out in outs:
-        found = harness_errors(out) + violations(out)
+        found = findings(out)
         tally.count(found)
         if out.report is not None:
             note(out.report.summary())

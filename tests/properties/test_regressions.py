@@ -20,11 +20,8 @@ from xend_fastmig.handover import (AT_TARGET, FAST, RESUMED, STOCK_ORDER,
 
 from tests.properties.harness import (Device, Schedule, StoreFault,
                                       TargetPlan, run_schedule)
-from tests.properties.observe import harness_errors, ids, violations
-
-
-def _found(out):
-    return harness_errors(out) + violations(out)
+from tests.properties.observe import findings as _found
+from tests.properties.observe import ids, violations
 
 
 @pytest.mark.parametrize("devclass", ["vbd", "tap"])
