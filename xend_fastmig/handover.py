@@ -43,6 +43,7 @@ from xend_fastmig.blockdevs import capture_block_devices
 from xend_fastmig.clock import Deadline, monotonic, now
 from xend_fastmig.drain import DrainWaiter, dom0_block_backends
 from xend_fastmig.errors import DrainTimeout, TargetFailed
+from xend_fastmig.options import DEFAULT_RESUME_GRACE
 from xend_fastmig.release import tear_down_confirmed
 from xend_fastmig.verdict import ERR, OK, Verdict, peek_for_failure, \
      read_verdict
@@ -61,9 +62,10 @@ SUSPENDED = "suspended at the source, running nowhere"
 UNKNOWN = "unknown"
 LOST = "lost"
 
-# A resume after a failed target must first see the old backends gone;
-# when the drain budget is spent, this much more is granted for it.
-RESUME_GRACE = 5.0
+# The default of FastMigrationOptions.resume_grace: a resume after a
+# failed target must first see the old backends gone; when the drain
+# budget is spent, this much more is granted for it.
+RESUME_GRACE = DEFAULT_RESUME_GRACE
 # Between two tries of a xenstore read that failed transiently.
 RETRY_PAUSE = 0.05
 
@@ -605,7 +607,8 @@ class Handover:
         devices = self.devices
         if devices is None:
             devices = self._dom0_block_backends()
-        deadline = monotonic() + max(self._remaining(), RESUME_GRACE)
+        deadline = monotonic() + max(self._remaining(),
+                                     self.env.options.resume_grace)
         protocol = []
         for device in devices:
             if device.protocol:

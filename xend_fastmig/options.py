@@ -38,6 +38,11 @@ DEFAULT_DRAIN_TIMEOUT = 30.0
 # answers: a shorter wait would call healthy migrations "unknown".
 DEFAULT_VERDICT_TIMEOUT = 120.0
 DEFAULT_RELOCATION_PORT = 8002
+# A resume after a failed target must first see the old backends gone;
+# when the drain budget is spent, this much more is granted for it.  Not
+# an xend-config.sxp option: the constructor takes it so that tests and
+# the rehearsal can scale it down with the other deadlines.
+DEFAULT_RESUME_GRACE = 5.0
 
 # The ranges, both ends included.
 #
@@ -153,8 +158,9 @@ class FastMigrationOptions:
     def __init__(self, enabled=True, drain_timeout=DEFAULT_DRAIN_TIMEOUT,
                  verdict_timeout=DEFAULT_VERDICT_TIMEOUT,
                  relocation_port=DEFAULT_RELOCATION_PORT,
-                 early_release=True):
+                 early_release=True, resume_grace=DEFAULT_RESUME_GRACE):
         self.enabled = enabled
+        self.resume_grace = resume_grace
         self.early_release = early_release
         self.drain_timeout = drain_timeout
         self.verdict_timeout = verdict_timeout

@@ -94,6 +94,10 @@ class FaultyHandle:
     def arm(self):
         self.armed = True
 
+    def disarm(self):
+        """Nothing more is injected (a run's teardown is not under test)."""
+        self.armed = False
+
     # -- the handle -------------------------------------------------------
 
     def __getattr__(self, name):

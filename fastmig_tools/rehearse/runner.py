@@ -37,9 +37,9 @@ import tempfile
 import time
 
 from fastmig_tools.invariants import AT_TARGET, LOST, RESUMED, TWICE
-from fastmig_tools.models.blkback import HungBlkback
 from fastmig_tools.rehearse import catalogue, injection
 from fastmig_tools.rehearse.disk import SharedDisk
+from fastmig_tools.rehearse.leftovers import left_behind
 from fastmig_tools.rehearse.observe import violations
 from fastmig_tools.rehearse.platform import ModelPlatform
 from fastmig_tools.rehearse.policies import run_policy
@@ -380,38 +380,15 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
     return result
 
 
-def _leftovers(host_store, dominfo, actors, timeout=2.0):
-    """What a destroyed source copy left in the source's xenstore.
-
-    Reads through a connection of its own (xend's may have been reset by a
-    fault) and waits, bounded, for the backends' own teardown; a backend
-    whose kernel hung keeps its directory under every policy and is not
-    counted.
-    """
-    domid = dominfo.destroyed_domid
-    if domid is None:
+def _leftovers(host_store, dominfo, actors):
+    """What a destroyed source copy left in the source's xenstore, read
+    through a connection of its own (``leftovers.left_behind``)."""
+    if dominfo.destroyed_domid is None:
         return []
-    # A hung kernel, or one whose own xenstore requests a fault made fail
-    # (it lost an event), keeps its directory: the kernel's doing.
-    hung = set(actor.backend for actor, _api in actors
-               if isinstance(actor, HungBlkback) or actor.errors)
     api = host_store.api(thread_name="leftover-check")
     try:
-        xst = api.xstransact
-        deadline = time.monotonic() + timeout
-        while True:
-            left = []
-            if xst.Read("/local/domain/%d" % domid) is not None:
-                left.append("/local/domain/%d" % domid)
-            for devclass in ("vbd", "tap"):
-                root = "/local/domain/0/backend/%s/%d" % (devclass, domid)
-                for devid in xst.List(root):
-                    path = "%s/%s" % (root, devid)
-                    if path not in hung:
-                        left.append(path)
-            if not left or time.monotonic() > deadline:
-                return left
-            time.sleep(0.01)
+        return left_behind(api.xstransact, dominfo,
+                           [actor for actor, _api in actors])
     finally:
         host_store.release(api)
 

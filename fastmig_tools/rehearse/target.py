@@ -88,7 +88,8 @@ class TargetHost:
                  destroy_per_gb: float, restore_seconds: float,
                  fail_after_image: bool = False, timeout: float = 300.0,
                  clock=time.monotonic, first_domid: int = 1,
-                 fault: tuple | None = None, fault_delay: float = 0.0):
+                 fault: tuple | None = None, fault_delay: float = 0.0,
+                 step_delay: float = 0.0):
         self.host_store = host_store
         self.guest_io = guest_io
         self.memory_gb = memory_gb
@@ -97,14 +98,18 @@ class TargetHost:
         self.fail_after_image = fail_after_image
         # (step, action): step last-round (during the source's last
         # memory round, ``fault_delay`` s after the suspend) / stream /
-        # completeRestore / waitForDevices / unpause (action err, hangup or reset: the copy is destroyed) or
-        # verdict (the copy runs; action garbage, oversized, silent,
-        # reset).
+        # completeRestore / waitForDevices / unpause (action err, hangup,
+        # reset, or hang: stuck until the host stops, then the restore
+        # fails without a word; the copy is destroyed) or verdict (the
+        # copy runs; action ok, garbage, oversized, silent, reset, or
+        # hangup: the connection closes without a verdict).  The target
+        # spends ``step_delay`` s in its failing (or verdict) step first.
         if fail_after_image and fault is None:
             fault = ("stream", "err")
         self.fault = fault
         # last-round faults: seconds after the guest's suspend.
         self.fault_delay = fault_delay
+        self.step_delay = step_delay
         # The connection being restored (one migration at a time here).
         self._current: socket.socket | None = None
         self.timeout = timeout
@@ -139,6 +144,12 @@ class TargetHost:
         self._stopping.set()
         listener, self._listener = self._listener, None
         if listener is not None:
+            # On Linux a shut-down listener wakes the accept loop's
+            # select at once (a close alone leaves it to its timeout).
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         with self._lock:
             conns = list(self._conns)
@@ -171,7 +182,10 @@ class TargetHost:
     def _accept_loop(self) -> None:
         listener = self._listener
         while not self._stopping.is_set():
-            ready = select.select([listener], [], [], 0.2)[0]
+            try:
+                ready = select.select([listener], [], [], 0.2)[0]
+            except (OSError, ValueError):
+                return   # stop() closed it between two waits
             if self._stopping.is_set():
                 return
             if not ready:
@@ -305,10 +319,22 @@ class TargetHost:
             run.destroyed_at = self.clock()
             raise
 
+    def _pause(self) -> None:
+        """The time spent in the faulty step before it acts (stoppable)."""
+        if self.step_delay > 0:
+            self._stopping.wait(self.step_delay)
+
     def _fail_at(self, step: str) -> None:
         if self.fault is None or self.fault[0] != step:
             return
         action = self.fault[1]
+        if step != "last-round":
+            self._pause()
+        if action == "hang":
+            # Stuck (xc_restore, a device that never connects) until the
+            # host goes down; by then nobody hears an answer.
+            self._stopping.wait(self.timeout)
+            raise _HangUp(False)
         if action == "err":
             raise InjectedFailure("%s failed (injected)" % step)
         # The connection goes first (a process dies, a link resets); the
@@ -351,7 +377,16 @@ class TargetHost:
         """The copy runs; answer as the fault says.  True if it did."""
         if self.fault is None or self.fault[0] != "verdict":
             return False
+        self._pause()
         action = self.fault[1]
+        if action == "ok":
+            return False
+        if action == "hangup":
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return True
         if action == "garbage":
             self._send(conn, run, "garbage, not a verdict\n")
         elif action == "oversized":

@@ -4,23 +4,18 @@
 xenstore (3.1 or 4.17 flavour), one xend connection, one modelled 3.1
 block backend (classic blkback/blktap + hotplug, or shutdown-request) per
 disk on a connection of its own, a netback for the vif, a modelled
-``XendDomainInfo``, and a real TCP connection on 127.0.0.1 whose far end
-is a model of a 3.1 target's ``restore``.  It runs the model of the
-patched save (``fastmig_tools.models.patched_save.save``, as the
-rehearsal does), which calls the REAL handover (``begin``, ``suspended``,
-``run``, ``failed``, ``finish``) where the patched xend does, with a
-``FakePlatform`` in place of ``xc_save`` and the early release on or off
-as the schedule says, injects the drawn faults, tears everything down and
-returns an ``Outcome``.  ``violations(outcome)`` lists
-every broken invariant of docs/design.md, "Invariants" (an empty
-list: the run was safe).
-
-What the target does is modelled on 3.1's ``XendCheckpoint.restore`` and
-relocation server: it reads the image, blocks until end-of-stream, runs
-``completeRestore`` / ``waitForDevices`` / ``unpause``, and answers
-``(ok)``, or ``(err ...)`` after destroying its copy.  Its copy runs iff
-it saw a clean EOF and no later step failed; a reset or a hang-up before
-EOF means it destroys its copy.
+``XendDomainInfo``, and a real TCP connection on 127.0.0.1 to a target
+host of its own (the rehearsal's ``TargetHost``: 3.1's relocation server
+and ``XendCheckpoint.restore``, on a xenstore of its own).  It runs the
+model of the patched save (``fastmig_tools.models.patched_save.save``, as
+the rehearsal does), which calls the REAL handover (``begin``,
+``suspended``, ``run``, ``failed``, ``finish``) where the patched xend
+does, with a ``FakePlatform`` in place of ``xc_save`` and the early
+release on or off as the schedule says, injects the drawn faults (through
+``fastmig_tools.rehearse.injection`` and the target's own fault), tears
+everything down and returns an ``Outcome``.  ``tests.properties.observe``
+judges it: the one oracle's invariants (``fastmig_tools.invariants``,
+docs/design.md, "Invariants") and the world's own errors.
 """
 from __future__ import annotations
 
@@ -31,7 +26,6 @@ import itertools
 import logging
 import os
 import socket
-import struct
 import threading
 import time
 import uuid as uuidlib
@@ -46,17 +40,23 @@ from fastmig_tools.models.netback import ClassicNetback
 from fastmig_tools.models.xenbus_backend import Xenwatch
 from fastmig_tools.xenstore.embedded import EmbeddedXenstore
 from fastmig_tools.xenstore.xend_api import XendApi
-from fastmig_tools.models.patched_save import SIGNATURE
 from fastmig_tools.models.patched_save import save as patched_save
-import xend_fastmig.handover as handover_module
-from xend_fastmig.handover import FAST, RESUMED, SUSPENDED, Environment
+from fastmig_tools.rehearse.stores import HostStore
+from fastmig_tools.rehearse.stream import (END, PAGE, RING, config_sxp,
+                                           write_record)
+from fastmig_tools.rehearse.target import TargetHost, TargetRun
+from fastmig_tools.rehearse.leftovers import left_behind
+from fastmig_tools.rehearse.injection import (FaultyHandle, FaultySocket,
+                                              break_destroy, break_resume)
+from xend_fastmig.handover import Environment
 from xend_fastmig.options import FastMigrationOptions
 
 from tests.unit.fakes import FakePlatform
 
 __all__ = ["Device", "TargetPlan", "StoreFault", "Schedule", "Outcome",
-           "run_schedule", "run_schedules", "violations", "TARGET_STEPS", "FAIL_ACTIONS",
-           "VERDICT_ACTIONS", "DRAIN_TIMEOUT", "VERDICT_TIMEOUT"]
+           "run_schedule", "run_schedules", "TARGET_STEPS", "FAIL_ACTIONS",
+           "VERDICT_ACTIONS", "DRAIN_TIMEOUT", "VERDICT_TIMEOUT",
+           "MIGRATE_TIMEOUT", "RESUME_GRACE", "SLACK"]
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,6 @@ VERDICT_TIMEOUT = 0.3
 MIGRATE_TIMEOUT = 0.3
 # Scheduling noise on a 2-core machine running a dozen threads per run.
 SLACK = 1.5
-# An (err ...) sent this long before the source began to destroy its copy
-# was there to be seen (loopback TCP, one peek just before the destroy).
-ERR_TRANSIT = 0.05
 # Nothing in one run may take longer than this (every wait is bounded).
 RUN_LIMIT = 20.0
 # The handover's extra wait for old backends before a resume (5 s inside
@@ -122,8 +119,8 @@ class StoreFault:
     """A xenstore fault.
 
     ``who``: ``xend`` (the ``at``-th request ``op`` of xend's connection
-    fails with ``err``, ``count`` times in a row, through
-    ``EmbeddedXenstore.fail_next``), ``any`` (``fail_next`` armed before
+    fails with ``err``, ``count`` times in a row: ``FaultyHandle.fail_at``
+    of ``fastmig_tools.rehearse.injection``), ``any`` (``fail_next`` armed before
     the handover on one of the guest's paths: whoever asks first gets it),
     ``reset-xend`` (xend's connection dies at its ``at``-th request) or
     ``reset-all`` (``reset_connections()`` at xend's ``at``-th request:
@@ -155,7 +152,8 @@ class Schedule:
     store_fault: StoreFault | None = None
     # Source-side failures: "save" (xc_save fails), "destroy" (destroying
     # the source copy raises after the hypercall), "resume" (re-creating
-    # the devices raises).
+    # the devices raises), "verdict" (reading the verdict raises, through
+    # the relocation socket).
     source_fault: str | None = None
     destroy_cost: float = 0.0
     drain_timeout: float = DRAIN_TIMEOUT
@@ -164,209 +162,23 @@ class Schedule:
     early_release: bool = True
 
 
-class _FaultyHandle:
-    """xend's connection, passing every request to the embedded handle and
-    injecting the schedule's fault at the chosen request."""
+class _Guest:
+    """The guest as the target host sees it: when it was suspended, and
+    that it runs again (the property world has no disk to write)."""
 
-    _OPS = ("read", "write", "ls", "rm", "mkdir", "watch", "unwatch",
-            "transaction_start")
+    def __init__(self):
+        self.suspended_at: float | None = None
 
-    def __init__(self, handle, store: EmbeddedXenstore,
-                 fault: StoreFault | None):
-        self._handle = handle
-        self._store = store
-        self._fault = fault
-        self._seen: dict[str, int] = {}
-        self._total = 0
-        self.armed = False
-        self.fired = False
-        self.fired_at: float | None = None
-        # When xend's requests failed once the fault fired.
-        self.failed_at: list[float] = []
-        self.dead = False
-
-    def __getattr__(self, name):
-        attr = getattr(self._handle, name)
-        if name in self._OPS or name == "transaction_end":
-            def call(*args, **kwargs):
-                # The store's lock makes "arm, then ask" one step: no
-                # backend can take a fault meant for xend.
-                with self._store._lock:
-                    self._before(name, args, kwargs)
-                    try:
-                        return attr(*args, **kwargs)
-                    except Exception:
-                        # Also a fault armed for anyone (by any guest's
-                        # schedule) that xend took.
-                        if self.armed:
-                            self.failed_at.append(time.monotonic())
-                        raise
-            return call
-        return attr
-
-    def _before(self, name, args, kwargs):
-        fault = self._fault
-        if fault is None or self.fired or not self.armed:
-            return
-        op = name
-        if name == "transaction_end":
-            abort = kwargs.get("abort", args[1] if len(args) > 1 else False)
-            op = "transaction_end" if abort else "commit"
-        self._total += 1
-        if fault.who in ("reset-xend", "reset-all"):
-            if self._total > fault.at:
-                self.fired = True
-                self.fired_at = time.monotonic()
-                self.dead = True
-                if fault.who == "reset-all":
-                    self._store.reset_connections()
-                else:
-                    self._handle._die()
-            return
-        if fault.who != "xend" or op != fault.op:
-            return
-        seen = self._seen.get(op, 0)
-        self._seen[op] = seen + 1
-        if seen >= fault.at:
-            self.fired = True
-            self.fired_at = time.monotonic()
-            path = None
-            if op in ("watch", "unwatch"):
-                path = args[0]
-            elif op not in ("commit", "transaction_start"):
-                path = args[1]
-            self._store.fail_next(op, fault.err, fault.count, path=path)
+    def run_again(self, host: str, ring=None) -> float:
+        return time.monotonic()
 
 
-class TargetModel:
-    """The target xend's end of the relocation connection (3.1 restore)."""
-
-    def __init__(self, sock: socket.socket, image_bytes: int,
-                 plan: TargetPlan):
-        self.sock = sock
-        self.image_bytes = image_bytes
-        self.plan = plan
-        self.stop = threading.Event()
-        self.eof_at: float | None = None
-        self.released_by_byte = False
-        self.reset_seen = False
-        self.running = False
-        self.sent_err = False
-        self.sent_err_before_eof = False
-        self.err_sent_at: float | None = None
-        self.copy_destroyed = False
-        self.errors: list[BaseException] = []
-        # Set when the source suspended the guest (for ``last-round``).
-        self.suspended = threading.Event()
-        self.thread = threading.Thread(target=self._main, daemon=True,
-                                       name="target-model")
-
-    def start(self) -> "TargetModel":
-        self.thread.start()
-        return self
-
-    def join(self, timeout: float = 10.0) -> None:
-        self.stop.set()
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            raise AssertionError("the target model did not stop")
-
-    def _main(self):
-        try:
-            self._restore()
-        except OSError as exc:
-            # A reset or a broken pipe: 3.1's restore fails and destroys
-            # the copy (if it ran, a dead connection no longer matters).
-            if not self.running:
-                self.copy_destroyed = True
-            self.reset_seen = True
-            log.debug("target: %s", exc)
-        except BaseException as exc:  # surfaced by the invariant check
-            self.errors.append(exc)
-        finally:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-
-    def _restore(self):
-        if self.plan.step == "last-round":
-            # A save that fails before the suspend never gets here: the
-            # source resets, and join() stops the wait.
-            while not self.suspended.wait(0.05):
-                if self.stop.is_set():
-                    self.copy_destroyed = True
-                    return
-            self._fail("the restore failed in the last round")
-            return
-        got = 0
-        while got < self.image_bytes:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                self.copy_destroyed = True
-                return
-            got += len(chunk)
-        if self.plan.step == "stream":
-            self._fail("reading the image failed")
-            return
-        # 3.1: os.read(fd, 1) – EOF or any byte releases the copy.
-        data = self.sock.recv(1)
-        if data:
-            self.released_by_byte = True
-        self.eof_at = time.monotonic()
-        for step in ("completeRestore", "waitForDevices", "unpause"):
-            if self.plan.step == step:
-                self._fail("%s failed" % step)
-                return
-        self.running = True
-        self._answer(self.plan.action)
-
-    def _fail(self, why: str):
-        self.stop.wait(self.plan.delay)
-        action = self.plan.action
-        if action == "err":
-            self.copy_destroyed = True
-            self.sent_err = True
-            self.sent_err_before_eof = self.eof_at is None
-            self.err_sent_at = time.monotonic()
-            self.sock.sendall(
-                b"(err (type RuntimeError) (value \"%s\"))\n" % why.encode())
-            self._linger()
-        elif action == "hangup":
-            self.copy_destroyed = True
-        elif action == "reset":
-            self.copy_destroyed = True
-            self._reset()
-        else:  # hang: stuck until the source gives up, then fails
-            self._linger()
-            self.copy_destroyed = True
-
-    def _answer(self, action: str):
-        self.stop.wait(self.plan.delay)
-        if action == "ok":
-            self.sock.sendall(b"(ok)\n")
-        elif action == "garbage":
-            self.sock.sendall(b"garbage, not a verdict\n")
-        elif action == "oversized":
-            try:
-                self.sock.sendall(b"(" * 70000)
-            except OSError:
-                pass  # the source stopped reading and reset: as it should
-        elif action == "reset":
-            self._reset()
-            return
-        elif action == "hangup":
-            return
-        self._linger()
-
-    def _linger(self):
-        """Keep the connection open until the source is done (bounded)."""
-        self.stop.wait(RUN_LIMIT)
-
-    def _reset(self):
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                             struct.pack("ii", 1, 0))
-        self.sock.close()
+def _target_fault(plan: TargetPlan) -> dict:
+    """``TargetHost``'s fault for ``plan``."""
+    action = "silent" if plan.action == "none" else plan.action
+    if plan.step == "last-round":
+        return dict(fault=(plan.step, action), fault_delay=plan.delay)
+    return dict(fault=(plan.step, action), step_delay=plan.delay)
 
 
 @dataclasses.dataclass
@@ -378,7 +190,8 @@ class Outcome:
     image_sent_at: float | None = None
     ended: float = 0.0
     unleashed_at: float | None = None
-    target: TargetModel | None = None
+    # What the target host did with this migration (its connection).
+    target: TargetRun | None = None
     dominfo: ModelDomainInfo | None = None
     journal: list = dataclasses.field(default_factory=list)
     backends: list = dataclasses.field(default_factory=list)
@@ -390,6 +203,12 @@ class Outcome:
     leftover_paths: list = dataclasses.field(default_factory=list)
     leaked_threads: list = dataclasses.field(default_factory=list)
     leaked_fds: int = 0
+    # xend's connection through the fault injector (a test's
+    # ``before_save`` may tell it a fault of its own).
+    xend_handle: FaultyHandle | None = None
+    # A hung backend (this guest's or another's) holds the dom0 xenwatch
+    # thread this guest's backends share: they are stuck as well.
+    xenwatch_held: bool = False
     problems: list = dataclasses.field(default_factory=list)
 
 
@@ -408,19 +227,30 @@ def _factory(schedule: Schedule, device: Device):
 
 
 class _Platform(FakePlatform):
-    """FakePlatform that also says when the image is out."""
+    """FakePlatform writing the stream a 3.1 target reads (signature,
+    config, image records: ``fastmig_tools.rehearse.stream``), and saying
+    when the image is out."""
 
     def __init__(self, journal, fail_save=None):
         FakePlatform.__init__(self, journal, fail_save=fail_save)
         self.image_sent_at = None
         self.on_suspended = None
 
+    def config_string(self, dominfo):
+        return config_sxp(dominfo.getName(), dominfo.uuid, 1024, [],
+                          dominfo.getDomid())
+
     def run_xc_save(self, fd, dominfo, live, hvm, on_suspend):
-        def suspended():
-            on_suspend()
-            if self.on_suspended is not None:
-                self.on_suspended()
-        FakePlatform.run_xc_save(self, fd, dominfo, live, hvm, suspended)
+        write_record(fd, PAGE, b"\0" * 64)
+        on_suspend()
+        if self.on_suspended is not None:
+            self.on_suspended()
+        self.journal.append("suspended")
+        if self.fail_save is not None:
+            raise self.fail_save
+        write_record(fd, RING, b"[]")
+        write_record(fd, END)
+        self.journal.append("image sent")
         self.image_sent_at = time.monotonic()
 
 
@@ -450,11 +280,17 @@ class _Run:
         self.source: socket.socket | None = None
         self.platform: _Platform | None = None
         self.env: Environment | None = None
+        self.guest = _Guest()
+        self.target_store: HostStore | None = None
+        self.target_host: TargetHost | None = None
 
     def target_join(self) -> None:
-        target = self.out.target
-        if target is not None and target.thread.is_alive():
-            target.join()
+        """Stop the target host (any number of times)."""
+        if self.target_host is not None:
+            self.target_host.stop()
+        store, self.target_store = self.target_store, None
+        if store is not None:
+            store.close()
 
 
 def run_schedules(schedules, before_save=None,
@@ -482,9 +318,7 @@ def run_schedules(schedules, before_save=None,
         apis.append(api)
         return api
 
-    faulty = _FaultyHandle(store.connect(), store, first.store_fault)
-    resume_grace = handover_module.RESUME_GRACE
-    handover_module.RESUME_GRACE = RESUME_GRACE
+    faulty = _xend_handle(store, first.store_fault)
     try:
         xend = connect(faulty)
         if first.protocol:
@@ -493,10 +327,12 @@ def run_schedules(schedules, before_save=None,
         for run in runs:
             _set_up(run, store, xend, connect, xenwatch, first.protocol,
                     armed_any)
+        for run in runs:
+            run.out.xend_handle = faulty
         if before_save is not None:
             for run in runs:
                 before_save(run.out)
-        faulty.armed = True
+        faulty.arm()
         threads = [threading.Thread(target=_save, args=(run,),
                                     name="save-%d" % i, daemon=True)
                    for i, run in enumerate(runs[1:])]
@@ -513,7 +349,7 @@ def run_schedules(schedules, before_save=None,
         any_taken = any(fault.remaining < count or fault not in store._faults
                         for fault, count in armed_any)
         # Teardown is not under test: no fault may hit it.
-        faulty.armed = False
+        faulty.disarm()
         store.clear_faults()
         watches_left = 0
         if not faulty.dead:
@@ -526,8 +362,14 @@ def run_schedules(schedules, before_save=None,
             out.xend_watches_left = watches_left
             run.target_join()
         everyone = [a for run in runs for a in run.actors]
+        held = first.shared_xenwatch and any(
+            isinstance(a, HungBlkback) for a in everyone)
         for run in runs:
-            _finish(run, store, faulty, first.shared_xenwatch, everyone)
+            run.out.xenwatch_held = held
+        # Through a connection of its own: a fault may have reset xend's.
+        checker = connect()
+        for run in runs:
+            _finish(run, checker.xstransact, faulty)
         if after_save is not None:
             for run in runs:
                 after_save(run.out)
@@ -535,7 +377,6 @@ def run_schedules(schedules, before_save=None,
         problems.append("the harness failed: %r" % (exc,))
         log.exception("harness")
     finally:
-        handover_module.RESUME_GRACE = resume_grace
         store.clear_faults()
         for run in runs:
             for actor in run.actors:
@@ -578,8 +419,11 @@ def _set_up(run: _Run, store, xend, connect, xenwatch, protocol,
         destroy_seconds_per_gb=schedule.destroy_cost,
         migrate_timeout=MIGRATE_TIMEOUT)
     out.dominfo = dominfo
-    if schedule.source_fault in ("destroy", "resume"):
-        _break_source(dominfo, schedule.source_fault)
+    if schedule.source_fault == "destroy":
+        break_destroy(dominfo, RuntimeError("injected: cleanupDomain failed"))
+    elif schedule.source_fault == "resume":
+        break_resume(dominfo, RuntimeError("injected: device creation "
+                                           "failed"))
     # Disks in the order write_devices laid them out: vbds, then taps.
     ordered = [d for d in schedule.devices if d.devclass == "vbd"] + \
         [d for d in schedule.devices if d.devclass == "tap"]
@@ -599,24 +443,22 @@ def _set_up(run: _Run, store, xend, connect, xenwatch, protocol,
                                          layout.backend).start())
     out.backends = run.actors
 
-    listener = socket.socket()
-    try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        run.source = socket.create_connection(listener.getsockname())
-        target_sock = listener.accept()[0]
-    finally:
-        listener.close()
+    # The target: a 3.1 host of its own (store, relocation listener).
+    run.target_store = HostStore("target%d" % domid, "embedded").start()
+    run.target_host = TargetHost(
+        run.target_store, run.guest, memory_gb=1.0, destroy_per_gb=0.0,
+        restore_seconds=0.0, timeout=RUN_LIMIT, first_domid=domid + 5000,
+        **_target_fault(schedule.target)).start()
+    # domain_migrate, up to save: connect, "receive", read the ready.
+    run.source = socket.create_connection(("127.0.0.1",
+                                           run.target_host.port))
+    run.source.sendall(b"receive\n")
+    run.source.recv(80)
+    out.target = run.target_host.runs[0]
     platform = _Platform(out.journal, fail_save=(
         RuntimeError("xc_save failed")
         if schedule.source_fault == "save" else None))
     run.platform = platform
-    image_bytes = len(SIGNATURE) + 4 + \
-        len(platform.config_string(dominfo)) + len(platform.image)
-    if schedule.source_fault == "save":
-        image_bytes = 10 ** 9  # the image never completes
-    out.target = TargetModel(target_sock, image_bytes, schedule.target)
-    out.target.start()
 
     def suspended():
         t = time.monotonic()
@@ -628,7 +470,7 @@ def _set_up(run: _Run, store, xend, connect, xenwatch, protocol,
                 _arm_any(store, dominfo, schedule.store_fault)
                 armed_any.append((store._faults[-1],
                                   schedule.store_fault.count))
-        out.target.suspended.set()
+        run.guest.suspended_at = t
         if schedule.last_round > 0:
             # xc_save's last round: the rest of the image comes after it.
             time.sleep(schedule.last_round)
@@ -636,7 +478,7 @@ def _set_up(run: _Run, store, xend, connect, xenwatch, protocol,
     run.env = Environment(xend.store(), platform, FastMigrationOptions(
         drain_timeout=schedule.drain_timeout,
         verdict_timeout=VERDICT_TIMEOUT,
-        early_release=schedule.early_release))
+        early_release=schedule.early_release, resume_grace=RESUME_GRACE))
 
 
 def _save(run: _Run) -> None:
@@ -649,8 +491,12 @@ def _save(run: _Run) -> None:
     out.started = time.monotonic()
     handovers: list = []
     try:
-        patched_save(run.source.fileno(), out.dominfo, True, True,
-                     "127.0.0.1", sock=run.source, env=run.env,
+        sock = run.source
+        if run.schedule.source_fault == "verdict":
+            sock = FaultySocket(sock, MemoryError("injected: reading the "
+                                                  "verdict failed"))
+        patched_save(sock.fileno(), out.dominfo, True, True,
+                     "127.0.0.1", sock=sock, env=run.env,
                      platform=run.platform, handovers=handovers)
     except Exception as exc:
         out.save_error = exc
@@ -664,35 +510,28 @@ def _save(run: _Run) -> None:
     run.source = None
 
 
-def _finish(run: _Run, store, faulty, shared_xenwatch, everyone) -> None:
+def _finish(run: _Run, xst, faulty) -> None:
     out = run.out
     _settle_backends(run.actors, run.schedule)
     out.completions = [r.completed_at for a in run.actors
                        for r in a.requests]
-    # The backends react to the source's teardown on their own threads:
-    # give them a bounded while to finish it.
-    deadline = time.monotonic() + 2.0
-    while True:
-        out.leftover_paths = _leftovers(store, out.dominfo, run.schedule,
-                                        run.actors, faulty, shared_xenwatch,
-                                        everyone)
-        if not out.leftover_paths or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
+    out.leftover_paths = _leftovers(xst, run, faulty)
 
 
-def _break_source(dominfo: ModelDomainInfo, what: str) -> None:
-    if what == "destroy":
-        original = dominfo.destroyDomain
-
-        def destroy():
-            original()
-            raise RuntimeError("injected: cleanupDomain failed")
-        dominfo.destroyDomain = destroy
-    else:
-        def create():
-            raise RuntimeError("injected: device creation failed")
-        dominfo._createDevices = create
+def _xend_handle(store, fault: StoreFault | None) -> FaultyHandle:
+    """xend's connection, through the one fault injector, told the
+    schedule's fault (``any`` goes through the store's ``fail_next``
+    instead, at the suspend)."""
+    faulty = FaultyHandle(store.connect(), store)
+    if fault is None:
+        return faulty
+    if fault.who == "xend":
+        faulty.fail_at(fault.op, fault.err, fault.at, fault.count)
+    elif fault.who == "reset-xend":
+        faulty.reset_after(fault.at)
+    elif fault.who == "reset-all":
+        faulty.reset_after(fault.at, everyone=True)
+    return faulty
 
 
 def _arm_any(store, dominfo, fault: StoreFault) -> None:
@@ -716,60 +555,29 @@ def _settle_backends(actors, schedule: Schedule) -> None:
                        max(deadline - time.monotonic(), 0.0))
 
 
-def _leftovers(store, dominfo, schedule: Schedule, actors,
-               faulty: _FaultyHandle, shared_xenwatch: bool,
-               everyone: list) -> list[str]:
-    """Nodes of the migrated guest that should be gone and are not.
+def _leftovers(xst, run: _Run, faulty: FaultyHandle) -> list[str]:
+    """Nodes of the migrated guest that should be gone and are not
+    (``leftovers.left_behind``, the rehearsal's check).
 
-    Not counted: what xend's own ``destroyDomain`` could not remove because
-    the injected fault hit it (stock runs that same code), and backend
-    directories of a kernel that hung or whose own xenstore requests were
-    made to fail (udev's cleanup is the kernel side's job, not xend's).
+    Not counted: what xend's own ``destroyDomain`` could not remove
+    because the injected fault hit it (stock runs that same code), and
+    backend directories of a kernel that hung or whose own xenstore
+    requests were made to fail (udev's cleanup is the kernel side's job,
+    not xend's).
     """
-    domid = dominfo.destroyed_domid
-    if domid is None:
-        return []  # the source copy lives on (resumed): it owns its nodes
-    left = []
-    started = dominfo.times.get("destroy_started")
+    out = run.out
+    started = out.dominfo.times.get("destroy_started")
     destroy_hit = faulty.dead or (started is not None and any(
         t >= started for t in faulty.failed_at))
     if destroy_hit:
         # xend's own destroyDomain failed: neither the frontends nor
         # (so) the backends could go; stock runs the same code.
         return []
-    left.extend(sorted(store.dump("/local/domain/%d" % domid)))
-    reset_all = schedule.store_fault is not None and \
-        schedule.store_fault.who == "reset-all" and faulty.fired
-    # One hung drain holds a dom0's single xenwatch thread: every backend
-    # sharing it is stuck too (as on a real 3.1 dom0).
-    stuck_all = reset_all or (shared_xenwatch and any(
-        isinstance(a, HungBlkback) for a in everyone))
-    hung = set(a.backend for a in actors
-               if isinstance(a, HungBlkback) or a.errors or stuck_all
-               or _lost_frontend_event(a))
-    for devclass in ("vbd", "tap", "vif"):
-        root = "/local/domain/0/backend/%s/%d" % (devclass, domid)
-        for path in store.dump(root):
-            parts = path.split("/")
-            if len(parts) < 8:
-                continue  # the per-domain parent stays, as on a 3.1 dom0
-            device = "/".join(parts[:8])
-            if device in hung:
-                continue  # the hung kernel keeps it, under stock too
-            if device not in left:
-                left.append(device)
-    return left
-
-
-def _lost_frontend_event(actor) -> bool:
-    """The blkback model's known defect (reported to its owner): when
-    ``shutdown-request`` and the frontend's removal reach a protocol
-    backend in one wake-up, it starts the drain and drops the frontend
-    event, so it never unregisters and its directory stays.  Not xend's
-    leftover."""
-    return (isinstance(actor, ShutdownRequestBlkback)
-            and actor.shutdown_done_at is not None
-            and not actor.unregistered)
+    fault = run.schedule.store_fault
+    reset_all = fault is not None and fault.who == "reset-all" and \
+        faulty.fired
+    return left_behind(xst, out.dominfo, run.actors,
+                       all_stuck=reset_all or out.xenwatch_held)
 
 
 def _wait_threads(before: set) -> list[str]:
@@ -780,166 +588,3 @@ def _wait_threads(before: set) -> list[str]:
         if not extra or time.monotonic() > deadline:
             return [t.name for t in extra]
         extra[0].join(0.05)
-
-
-# ---------------------------------------------------------------------------
-# the invariants
-# ---------------------------------------------------------------------------
-
-def stock_would_lose(out: Outcome) -> bool:
-    """Stock 3.1 destroys the source copy once the image is out, then lets
-    the target go: the guest is lost whenever the target's copy does not
-    end up running (unless xc_save itself failed: stock then resumes)."""
-    return out.schedule.source_fault != "save" and not out.target.running
-
-
-def stock_would_resume_hvm(out: Outcome) -> bool:
-    """Xen 3.1 resumes an HVM guest only cooperatively (SUSPEND_CANCEL, on
-    its devices as they are), and stock's save resumes only when xc_save
-    failed; an HVM guest stuck where stock could not resume it either is
-    no regression (facts section 10).  True for every PV guest."""
-    s = out.schedule
-    if not s.hvm:
-        return True
-    return s.suspend_cancel and s.source_fault == "save"
-
-
-def violations(out: Outcome) -> list[str]:
-    """Every invariant (docs/design.md, "Invariants") this run broke
-    (empty when safe)."""
-    found = list(out.problems)
-    s = out.schedule
-    target = out.target
-    dominfo = out.dominfo
-    if target is None or dominfo is None:
-        return found or ["the run did not start"]
-    found.extend("target model error: %r" % (e,) for e in target.errors)
-    report = out.report
-
-    source_destroyed = dominfo.destroyed_domid is not None
-    # Resumed at some point (xc.domain_resume returned), even if destroyed
-    # afterwards.
-    source_resumed = dominfo.state == "resumed" or (
-        bool(dominfo.called("xc.domain_resume"))
-        and dominfo.resume_error is None)
-    source_running = not source_destroyed and (
-        source_resumed or dominfo.state in ("running", "resumed"))
-    if source_resumed and source_destroyed:
-        found.append("the source copy was both resumed and destroyed")
-
-    # 1. never two running copies
-    if source_running and target.running:
-        found.append("two running copies")
-
-    # 2. lost only where stock loses it, never after an (err ...)
-    lost = source_destroyed and not target.running
-    if lost and not stock_would_lose(out):
-        found.append("guest lost where stock 3.1 would not lose it")
-    if lost and target.sent_err:
-        # After a release on the stock-order path the source copy was
-        # already gone (as with stock); anywhere else the source could
-        # have known.
-        fast = report is not None and report.path == FAST
-        destroyed = dominfo.times.get("destroy_started", float("inf"))
-        known = target.err_sent_at is not None and \
-            target.err_sent_at + ERR_TRANSIT < destroyed
-        if fast or known:
-            found.append("guest lost although the target said (err ...)")
-    stranded = not source_destroyed and not source_running \
-        and not target.running
-    # A hung backend's old directory never goes, and 3.1's createDevice
-    # refuses to re-create the device while it stands: where stock would
-    # have lost the guest, or would have had to re-create its devices
-    # (no SUSPEND_CANCEL), suspended (and said so) is no worse.
-    hung = any(d.kind == "hung" for d in s.devices)
-    # With nothing released, a guest without SUSPEND_CANCEL comes back
-    # through stock's own re-creating resumeDomain, with stock's limits
-    # (it waits MIGRATE_TIMEOUT, for vbds only): exactly what stock's
-    # failure path runs, so its failing is stock's.
-    released = report is not None and \
-        report.phase_seconds("release") is not None
-    stock_resume = not released and not s.suspend_cancel
-    stuck_like_stock = (hung and (stock_would_lose(out)
-                                  or not s.suspend_cancel)) \
-        or not stock_would_resume_hvm(out) or stock_resume
-    # KNOWN, not excused silently: with the early release, xc_save failing
-    # after the suspend finds the block devices released, so only the
-    # re-creating resume is left, and a hung backend never lets it run,
-    # where stock resumes a SUSPEND_CANCEL guest on its devices.  Pinned by
-    # test_regressions' strict xfail
-    # test_early_release_then_xc_save_failure_with_a_hung_backend; taken
-    # out of the random runs until the lead decides.
-    known_early_release_gap = s.early_release and hung and not s.hvm \
-        and s.source_fault == "save" and s.suspend_cancel and released
-    if stranded and not (out.fault_fired or out.xend_dead
-                         or s.source_fault in ("resume",)
-                         or stuck_like_stock or known_early_release_gap):
-        found.append("source copy left suspended with nothing running")
-    if stranded and report is not None and report.outcome != SUSPENDED \
-            and not out.xend_dead:
-        found.append("source copy left suspended but reported %s"
-                     % (report.outcome,))
-
-    # 3. the release: after every drain, or after destroy (stock's moment)
-    release = out.unleashed_at
-    if target.eof_at is not None and release is None \
-            and not target.released_by_byte:
-        found.append("the target saw EOF but the source never released it")
-    if target.eof_at is not None:
-        release = release if release is not None else target.eof_at
-        if report is not None and report.path == FAST:
-            last = [c for c in out.completions if c is not None]
-            late = [c for c in last if c > release]
-            pending = [a.name for a in out.backends
-                       if a.pending() and not isinstance(a, ClassicNetback)]
-            if late:
-                found.append("released %.1f ms before an in-flight request "
-                             "completed" % ((max(late) - release) * 1000))
-            if pending:
-                found.append("released while requests were pending on %s"
-                             % pending)
-        else:
-            destroyed = dominfo.times.get("domid_cleared")
-            if destroyed is None or destroyed > release:
-                found.append("released on the stock-order path before the "
-                             "source copy was destroyed")
-        if target.eof_at < release:
-            found.append("the target saw EOF before the release")
-    if report is None and out.save_error is None:
-        found.append("save returned no report on the handover path")
-
-    # 4. within the deadlines
-    budget = _budget(out)
-    if out.image_sent_at is not None and out.ended - out.image_sent_at > \
-            budget:
-        found.append("the handover took %.2f s, over its %.2f s budget"
-                     % (out.ended - out.image_sent_at, budget))
-
-    # 5. nothing left behind
-    if out.leftover_paths:
-        found.append("left behind: %s" % out.leftover_paths[:5])
-    if out.xend_watches_left:
-        found.append("%d xenstore watches of xend left"
-                     % out.xend_watches_left)
-    if out.leaked_threads:
-        found.append("threads left: %s" % out.leaked_threads)
-    if out.leaked_fds:
-        found.append("%d file descriptors leaked" % out.leaked_fds)
-    return found
-
-
-def _budget(out: Outcome) -> float:
-    """The deadlines of the handover plus the stock waits of a resume.
-
-    One drain timeout: the fast wait and the stock-order fallback's share
-    it (issue 11, defect 8).  A resume after a release may wait up to the
-    grace for the old backends to go.
-    """
-    s = out.schedule
-    ndev = len(s.devices) + 1
-    resume = 2 * (MIGRATE_TIMEOUT + 0.1 * ndev + 0.1)
-    if out.report is not None and out.report.outcome in (RESUMED,
-                                                         SUSPENDED):
-        resume = resume + RESUME_GRACE
-    return (s.drain_timeout + VERDICT_TIMEOUT + s.destroy_cost + resume
-            + SLACK)

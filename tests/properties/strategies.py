@@ -74,7 +74,8 @@ def schedules(draw):
         target=draw(target_plans()),
         store_fault=draw(st.none() | store_faults()),
         source_fault=draw(st.sampled_from(
-            (None, None, None, None, "save", "destroy", "resume"))),
+            (None, None, None, None, "save", "destroy", "resume",
+             "verdict"))),
         destroy_cost=draw(st.sampled_from((0.0, 0.0, 0.02, 0.1))),
         early_release=draw(st.booleans()))
 

@@ -5,8 +5,9 @@ Each example runs the model of the patched save
 (``fastmig_tools.models.patched_save.save``, and so the real handover),
 with the early release on or off, against an embedded xenstore, modelled
 3.1 block backends and a modelled 3.1 target over a real TCP connection,
-with the faults the schedule draws; ``harness.violations`` must find
-nothing.
+with the faults the schedule draws; the one oracle
+(``observe.violations``) must find nothing, nor the world any error of its
+own (``observe.harness_errors``).
 """
 from __future__ import annotations
 
@@ -14,21 +15,14 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from tests.properties import tally
-from tests.properties.harness import (run_schedule, run_schedules,
-                                      stock_would_lose, violations)
+from tests.properties.harness import run_schedules
+from tests.properties.observe import findings, stock_would_lose
 from tests.properties.strategies import clean_schedules, schedules
 from xend_fastmig.handover import AT_TARGET, FAST
 
 
 def _run(schedule):
-    note(repr(schedule))
-    out = run_schedule(schedule)
-    found = violations(out)
-    tally.count(found)
-    if out.report is not None:
-        note(out.report.summary())
-    note("save error: %r" % (out.save_error,))
-    return out, found
+    return tally.run_judged(schedule, note)
 
 
 @given(schedules())
@@ -67,7 +61,7 @@ def test_guests_migrating_at_once_keep_the_invariants(batch):
     note(repr(batch))
     outs = run_schedules(batch)
     for out in outs:
-        found = violations(out)
+        found = findings(out)
         tally.count(found)
         if out.report is not None:
             note(out.report.summary())

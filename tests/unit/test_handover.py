@@ -122,7 +122,8 @@ def protocol_backend(store, journal, path, goes=True):
 
 
 def make(store, journal=None, drain_timeout=5.0, verdict_timeout=5.0,
-         early_release=False, hvm=False, notes=None, **domain):
+         early_release=False, hvm=False, notes=None, resume_grace=5.0,
+         **domain):
     if journal is None:
         journal = []
     write_pv_domain(store, 7, **domain)
@@ -131,7 +132,7 @@ def make(store, journal=None, drain_timeout=5.0, verdict_timeout=5.0,
     platform = FakePlatform(journal, domains=[dominfo])
     env = Environment(store, platform, FastMigrationOptions(
         drain_timeout=drain_timeout, verdict_timeout=verdict_timeout,
-        early_release=early_release))
+        early_release=early_release, resume_grace=resume_grace))
     return dominfo, env, journal
 
 
@@ -505,9 +506,8 @@ def test_defect5_resume_waits_until_every_old_tap_and_vbd_backend_is_gone(
 def test_defect5_backends_that_never_go_leave_it_suspended_and_say_so(
         store, socketpair, monkeypatch, xend_log):
     source, target_sock = socketpair
-    monkeypatch.setattr(handover_module, "RESUME_GRACE", 0.3)
     dominfo, env, journal = make(store, protocol=True, taps=(51744,),
-                                 drain_timeout=0.5)
+                                 drain_timeout=0.5, resume_grace=0.3)
     protocol_backend(store, journal, BACKEND)
     protocol_backend(store, journal, TAP_BACKEND, goes=False)
     target = Target(target_sock, journal, verdict=ERR)
