@@ -321,20 +321,23 @@ class XenbusBackend:
     # ---- watch callbacks (watcher thread: flag and return) ----------------
 
     def _on_frontend_watch(self, _path, *_args):
-        with self._cond:
-            if self._stopping:
-                return False
-            self._fe_dirty = True
-            self.frontend_events += 1
-            self._cond.notify_all()
-        return True
+        return self._flag("frontend")
 
     def _on_backend_watch(self, _path, *_args):
+        return self._flag("backend")
+
+    def _flag(self, side):
+        """Mark ``side``'s tree as changed for the worker; False (unwatch)
+        once stopping."""
         with self._cond:
             if self._stopping:
                 return False
-            self._be_dirty = True
-            self.backend_events += 1
+            if side == "frontend":
+                self._fe_dirty = True
+                self.frontend_events += 1
+            else:
+                self._be_dirty = True
+                self.backend_events += 1
             self._cond.notify_all()
         return True
 

@@ -75,19 +75,24 @@ def test_the_patched_source_releases_the_target_before_the_destroy(
     assert landed and max(landed) < t.gate_open
 
 
+@pytest.mark.parametrize("fault", ["fail_in_stream", "fail_complete_restore",
+                                   "fail_unpause"])
 def test_a_target_failing_after_the_image_gets_the_guest_resumed(
-        xend_pair, xen_tree):
+        xend_pair, xen_tree, fault):
     """Stock loses the guest here (tests/xend/test_target_faults.py); the
-    patched source reads the (err ...), resumes its copy on re-created
-    devices, and domain_migrate raises saying so."""
+    patched source reads the relocation server's (err ...), resumes its
+    copy on re-created devices, and domain_migrate raises saying so; the
+    oracle finds nothing wrong."""
     pair = xend_pair(patches=series(), target_patches=[])
     guest = pair.create_guest(disks=1)
     domid = guest.domid
-    pair.fail_unpause()
+    getattr(pair, fault)()
     result = pair.migrate(guest, live=True)
     assert violations(pair, domid, result, stock_ends_without_copy=True,
                       stocks_own=stock_leftovers(xen_tree)) == []
     assert result.error is not None and "resumed at the source" in result.error
+    assert result.target_domid is None
+    assert pair.wait_running(pair.source, guest.domid)
     assert [d["domid"] for d in running(pair, pair.source)] == [guest.domid]
     assert running(pair, pair.target) == []
 
