@@ -271,6 +271,19 @@ def test_defect7_a_backend_gone_before_the_release_stays_gone(mocker):
     assert "stock-order handover" in broken.handover
 
 
+def test_the_matrix_lists_invariants_in_id_order_and_long_fault_names():
+    from fastmig_tools.rehearse.matrix import Cell, format_matrix
+    cell = Cell("guest-rewrites-backend-dom0", "patch2008", runs=1,
+                violating=1)
+    cell.outcomes[AT_TARGET] += 1
+    cell.kinds["I10 bystanders"] += 1
+    cell.kinds["I2 no-loss"] += 1
+    out = format_matrix({(cell.fault, cell.policy): cell}, ["patch2008"])
+    assert "  guest-rewrites-backend-dom0 patch2008 1x I2 no-loss\n" \
+        "  guest-rewrites-backend-dom0 patch2008 1x I10 bystanders" in out
+    assert out.index("  I2 no-loss:") < out.index("  I10 bystanders:")
+
+
 def test_parse_fault():
     assert parse_fault("xs-eagain-read@3") == ("xs-eagain-read", 3.0)
     assert parse_fault("hung-backend") == ("hung-backend", None)

@@ -266,8 +266,9 @@ _FAULT_LIST += [
     _f("backend-gone-before-release", "an xm block-detach of one of the "
        "guest's disks completes between the handover's capture and its "
        "release: the backend drains and udev's hotplug cleanup removes its "
-       "directory; the release must not re-create it (fastmig's window; "
-       "the other policies run as under none)",
+       "directory; the release must not re-create it (at fastmig's "
+       "release, or at the 2008 patch's first write to a backend; stock "
+       "and Xen 4.1 write none before their destroy: as under none)",
        event=("cleanup-before-release",)),
 ]
 
