@@ -41,7 +41,8 @@ from fastmig_tools.rehearse.catalogue import FAULTS, FaultError
 
 __all__ = ["FaultyHandle", "FaultySocket", "InjectedSourceFault",
            "step_matcher", "release_matcher", "break_destroy",
-           "break_resume", "Bystander", "SecondMigration",
+           "break_resume", "Bystander", "rewrite_backend_keys",
+           "SecondMigration",
            "detach_and_wait", "Injected", "arm_store_fault",
            "source_faults"]
 
@@ -332,7 +333,8 @@ class Bystander:
         self.disks = disks
         self.layout = None
         self.actors = []
-        self._api = None
+        # Its own connection (what the guests on the host write through).
+        self.api = None
         self._before = {}
 
     @property
@@ -346,10 +348,10 @@ class Bystander:
     def start(self):
         from fastmig_tools.models.blkback import ClassicBlkback
         from fastmig_tools.models.layout import write_domain_layout
-        self._api = self.host_store.api(thread_name="bystander")
+        self.api = self.host_store.api(thread_name="bystander")
         try:
             self.layout = write_domain_layout(
-                self._api.store(), self.domid, "bystander%d" % self.domid,
+                self.api.store(), self.domid, "bystander%d" % self.domid,
                 "bystander-%d" % self.domid,
                 vbds=["phy:/dev/vg/bystander%d-%d" % (self.domid, i)
                       for i in range(self.disks)])
@@ -361,7 +363,7 @@ class Bystander:
                                        % (device.devclass, device.devid))
                 self.actors.append((actor, api))
                 actor.start()
-            xst = self._api.xstransact
+            xst = self.api.xstransact
             for path in self._watched():
                 self._before.update(_tree(xst, path))
         except BaseException:
@@ -370,7 +372,7 @@ class Bystander:
         return self
 
     def touched(self) -> list:
-        xst = self._api.xstransact
+        xst = self.api.xstransact
         after = {}
         for path in self._watched():
             after.update(_tree(xst, path))
@@ -401,7 +403,7 @@ class Bystander:
             finally:
                 self.host_store.release(api)
         self.actors = []
-        api, self._api = self._api, None
+        api, self.api = self.api, None
         if api is not None:
             try:
                 xst = api.xstransact
@@ -585,12 +587,11 @@ def _source_event(event, scenario, dominfo, xend_handle, host_store,
         bystander = Bystander(host_store, scenario.teardown_ms / 1000.0)
         bystander.start()
         try:
-            api = bystander._api
             if event[1] == "dom0":
                 targets = ["/local/domain/0/backend"]
             else:
                 targets = bystander.backends
-            rewrite_backend_keys(api, dominfo, targets)
+            rewrite_backend_keys(bystander.api, dominfo, targets)
             try:
                 yield
             finally:
