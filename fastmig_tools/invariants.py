@@ -73,6 +73,10 @@ INVARIANTS = (
               "unless the guest runs at the target, succeeds once the "
               "target said (ok), and a source copy left suspended is "
               "reported as suspended"),
+    Invariant("I10", "bystanders",
+              "no other guest's devices are touched: their backend and "
+              "frontend directories stay as they were, whatever the "
+              "migrating guest wrote in its own frontends"),
 )
 
 _BY_ID = {inv.id: inv for inv in INVARIANTS}
@@ -139,6 +143,10 @@ class Observation:
     # outcome (None: the world has no core report).
     migration_failed: bool | None = None
     reported_outcome: str | None = None
+    # What happened to other guests' devices on the same host: one line
+    # per change (a directory removed, a key written, a backend
+    # unregistered); empty when none was touched or none was watched.
+    bystanders_touched: list = dataclasses.field(default_factory=list)
     # Invariants the setup itself forbids (a fault that kills xend's
     # xenstore connection forbids its cleanup): id -> why.
     excused: dict = dataclasses.field(default_factory=dict)
@@ -268,10 +276,17 @@ def _honest_outcome(obs):
               % obs.reported_outcome
 
 
+def _bystanders(obs):
+    if obs.bystanders_touched:
+        yield "another guest's devices were touched: %s" % ", ".join(
+            str(x) for x in obs.bystanders_touched[:5])
+
+
 _RULES = (("I1", _one_copy), ("I2", _no_loss), ("I3", _fresh_disk),
           ("I4", _release_gate), ("I5", _destroy_after_ok),
           ("I6", _deadlines), ("I7", _nothing_left),
-          ("I8", _no_fast_resume), ("I9", _honest_outcome))
+          ("I8", _no_fast_resume), ("I9", _honest_outcome),
+          ("I10", _bystanders))
 
 
 def check(obs: Observation) -> list:

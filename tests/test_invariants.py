@@ -35,7 +35,9 @@ def test_a_safe_run_breaks_nothing():
 
 
 def test_ids_are_stable_and_documented():
-    assert [i.id for i in INVARIANTS] == ["I%d" % n for n in range(1, 10)]
+    assert [i.id for i in INVARIANTS] == \
+        ["I%d" % n for n in range(1, len(INVARIANTS) + 1)]
+    assert len(INVARIANTS) >= 10
     with open("docs/design.md") as f:
         design = f.read()
     for inv in INVARIANTS:
@@ -140,6 +142,14 @@ def test_honest_outcome():
                       source_destroyed_at=None, migration_failed=True,
                       stock_ends_without_copy=True,
                       reported_outcome="resumed at the source")) == ["I9"]
+
+
+def test_bystanders():
+    touched = _safe(bystanders_touched=[
+        "/local/domain/0/backend/vbd/900/51712: removed"])
+    assert _ids(touched) == ["I10"]
+    assert "vbd/900/51712: removed" in str(check(touched)[0])
+    assert str(check(touched)[0]).startswith("I10 bystanders:")
 
 
 def test_an_excused_invariant_is_not_held():

@@ -101,6 +101,189 @@ def test_the_undetectable_fault_is_caught_by_the_checker_not_by_fastmig():
     assert "I3" in _ids(result)
 
 
+# ---------------------------------------------------------------------------
+# issue 11's rows (defects 1, 3, 4, 6, 7): fastmig holds, a regression shows
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fault", ["guest-rewrites-backend",
+                                   "guest-rewrites-backend-dom0"])
+def test_defect1_the_bystanders_devices_are_left_alone(fault, mocker):
+    """The guest points its frontends' ``backend`` keys at a bystander's
+    disks (or at dom0's whole backend tree): fastmig releases only what
+    dom0's own tree names; the 2008 patch's forced destroyDevice, and a
+    release that follows the guest's key, remove the bystander's
+    backends (I10)."""
+    result = run_once(_scenario("fastmig", fault))
+    assert result.outcome == AT_TARGET
+    assert result.violations == []
+    assert result.bystanders_touched == []
+    assert "fast handover" in result.handover
+    assert "I10" in _ids(run_once(_scenario("patch2008", fault)))
+
+    from xend_fastmig import release
+    real = release.release_block_device
+
+    def trusting(store, device):
+        # Before the fix: the guest-named path, as destroyDevice(force).
+        named = device.frontend and store.xstransact.Read(device.frontend,
+                                                          "backend")
+        if named and named != device.backend:
+            store.xstransact.Remove(named)
+        return real(store, device)
+    mocker.patch("xend_fastmig.release.release_block_device",
+                 side_effect=trusting)
+    broken = run_once(_scenario("fastmig", fault))
+    assert "I10" in _ids(broken)
+    assert any(line.endswith(": removed")
+               for line in broken.bystanders_touched)
+
+
+def test_defect3_an_err_in_two_parts_over_two_looks_is_seen(mocker):
+    """The (err ...) comes in two parts, the rest only after the source's
+    first look; a late write sends the source down the stock-order
+    fallback, whose look before the destroy sees only the rest.  Parsing
+    what accumulated, fastmig resumes; parsing each look's bytes alone,
+    it destroys a guest whose target already failed (I2)."""
+    result = run_once(_scenario("fastmig", "target-err-split"))
+    assert result.outcome == RESUMED
+    assert result.violations == []
+    assert "stock-order handover" in result.handover
+    assert "then migration target failed: (err" in result.handover
+    # The first part was there before the first look (the image was
+    # still being sent), the rest came before the fallback's look.
+    assert result.target_said_ms < result.image_sent_ms
+
+    from xend_fastmig import verdict
+    real = verdict.peek_for_failure
+    mocker.patch("xend_fastmig.handover.peek_for_failure",
+                 side_effect=lambda sock, already="":
+                 already + real(sock, ""))
+    broken = run_once(_scenario("fastmig", "target-err-split"))
+    assert broken.outcome == LOST
+    assert "I2" in _ids(broken)
+
+
+def _double_quotes_only(text, start=0):
+    """The verdict reader before defect 4's fix: strings in double quotes
+    only, so a repr()'s single-quoted "(" opens a list that never ends."""
+    from xend_fastmig.sxp_parse import Malformed
+    depth, quoted, escaped, began = 0, False, False, None
+    for index in range(start, len(text)):
+        char = text[index]
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == "(":
+            began = index if began is None else began
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0 and began is not None:
+                return text[began + 1:index].split()[:1], index + 1
+        elif began is None and not char.isspace():
+            raise Malformed("not a list: %r" % text[start:start + 20])
+    return None, -1
+
+
+def test_defect4_an_err_written_as_xend_writes_it_is_read(mocker):
+    """xend writes the (err ...)'s value as a repr(): single quotes, here
+    around an unbalanced "(" and a lone '"'.  fastmig reads it as an error
+    and resumes; a reader that knows double quotes only waits for the end
+    of a list that never comes and destroys the source copy (I2)."""
+    from fastmig_tools.rehearse.target import QUOTED_ERR_REPLY
+    assert "'Restore failed: bad ( and \" here'" in QUOTED_ERR_REPLY
+    result = run_once(_scenario("fastmig", "target-err-quoted"))
+    assert result.outcome == RESUMED
+    assert result.violations == []
+    assert "bad ( and" in result.handover
+
+    mocker.patch("xend_fastmig.verdict._first",
+                 side_effect=_double_quotes_only)
+    broken = run_once(_scenario("fastmig", "target-err-quoted"))
+    assert broken.outcome == LOST
+    assert "I2" in _ids(broken)
+
+
+def test_defect6_a_second_migrate_is_refused_and_resumes_nothing(mocker):
+    """A second ``xm migrate`` of the domain at its suspend: refused with a
+    clear error, the domain never resumed at the source; the run's target
+    connection is the first one's.  Without the refusal, the second save's
+    stock failure path resumes the domain while the first one's target
+    runs it (I1); stock 3.1 and Xen 4.1 do that too."""
+    result = run_once(_scenario("fastmig", "second-migrate"))
+    assert result.outcome == AT_TARGET
+    assert result.violations == []
+    assert result.second_migration.startswith("refused: ")
+    assert "is being migrated" in result.second_migration
+    assert result.resumed_ms is None
+    assert result.target_said == "ok"
+    assert "I1" in _ids(run_once(_scenario("xen41", "second-migrate")))
+
+    from xend_fastmig import handover, registry
+    real = handover.begin
+
+    def forgetful(dominfo, sock, checkpoint, env=None):
+        # Before the fix: a domain under handover got a save in stock's
+        # order, whose failure path resumes it.
+        if registry.lookup(dominfo) is not None:
+            return None
+        return real(dominfo, sock, checkpoint, env=env)
+    mocker.patch("fastmig_tools.models.patched_save.begin",
+                 side_effect=forgetful)
+    # A 0.6 s destroy: the second save's resume (two polls of 0.1 s per
+    # device) comes well before the first one's destroy clears the domid.
+    broken = run_once(_scenario("fastmig", "second-migrate")
+                      .replace(memory_gb=1.0))
+    # The model's save logs the failure and returns, as 3.1's does.
+    assert broken.second_migration == "returned"
+    assert broken.resumed_ms is not None
+    assert "I1" in _ids(broken)
+
+
+def test_defect7_a_backend_gone_before_the_release_stays_gone(mocker):
+    """A block-detach completes between the capture and the release: its
+    backend directory is gone when the release comes.  fastmig writes
+    nothing there and counts it drained; a release that writes without
+    looking re-creates it, the drain waits out its budget for a directory
+    nobody removes, and the entry is left behind (I7)."""
+    result = run_once(_scenario("fastmig", "backend-gone-before-release"))
+    assert result.outcome == AT_TARGET
+    assert result.violations == []
+    assert result.leftovers == []
+    assert "fast handover" in result.handover
+    assert len(result.drain_confirmations) == 2
+
+    def writes_blindly(store, device):
+        store.xstransact.Write(device.backend, "online", "0")
+        if device.frontend:
+            store.xstransact.Remove(device.frontend)
+        return True
+    mocker.patch("xend_fastmig.release.release_block_device",
+                 side_effect=writes_blindly)
+    broken = run_once(_scenario("fastmig", "backend-gone-before-release"))
+    assert "I7" in _ids(broken)
+    assert "stock-order handover" in broken.handover
+
+
+def test_the_matrix_lists_invariants_in_id_order_and_long_fault_names():
+    from fastmig_tools.rehearse.matrix import Cell, format_matrix
+    cell = Cell("guest-rewrites-backend-dom0", "patch2008", runs=1,
+                violating=1)
+    cell.outcomes[AT_TARGET] += 1
+    cell.kinds["I10 bystanders"] += 1
+    cell.kinds["I2 no-loss"] += 1
+    out = format_matrix({(cell.fault, cell.policy): cell}, ["patch2008"])
+    assert "  guest-rewrites-backend-dom0 patch2008 1x I2 no-loss\n" \
+        "  guest-rewrites-backend-dom0 patch2008 1x I10 bystanders" in out
+    assert out.index("  I2 no-loss:") < out.index("  I10 bystanders:")
+
+
 def test_parse_fault():
     assert parse_fault("xs-eagain-read@3") == ("xs-eagain-read", 3.0)
     assert parse_fault("hung-backend") == ("hung-backend", None)

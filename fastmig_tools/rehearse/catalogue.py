@@ -68,6 +68,13 @@ class FaultSpec:
     store: tuple | None = None
     # An exception inside this handover step (fastmig's code only).
     source: str | None = None
+    # Something else happening on the source host during the run (see
+    # injection.source_faults): ("guest-rewrites-backend", where),
+    # ("second-migrate",), ("cleanup-before-release",).
+    event: tuple | None = None
+    # Knobs computed from the scenario (timings that must fall between the
+    # run's own deadlines): ``derive(scenario)`` -> {knob: value}.
+    derive: object = None
     # Does stock 3.1 lose the guest under this fault?
     stock_loses: bool = False
     # The fault itself forbids what an invariant asks (xend without
@@ -214,6 +221,57 @@ _FAULT_LIST = [
        knobs=(("devices", 16), ("slow_write_ms", 300.0))),
 ]
 
+def _split_timing(scenario) -> dict:
+    """target-err-split's timeline: the target fails early in the last
+    round and sends the first part once its copy is destroyed, before the
+    image is out, so the source's first look sees it; the rest follows
+    ``target.SPLIT_GAP`` (0.4 s) later, before the drain budget is spent;
+    a write landing well after that budget makes the source give up its
+    drain wait and look once more before the stock-order fallback's
+    destroy: that look sees only the rest.  (The parts straddle the two
+    looks when the drain timeout exceeds the destroy plus 0.5 s.)"""
+    return {"last_round_seconds": scenario.destroy_seconds + 0.2,
+            "slow_write_ms": 2000.0 * scenario.drain_timeout}
+
+
+# Issue 11's defects 1, 3, 4, 6 and 7, each as a row of the matrix.
+_FAULT_LIST += [
+    _f("guest-rewrites-backend", "before the migration the guest points "
+       "its frontends' backend keys at a bystander guest's disks (a second "
+       "domain on the source with its own blkback): no other guest's "
+       "devices may be touched", event=("guest-rewrites-backend",
+                                        "bystander")),
+    _f("guest-rewrites-backend-dom0", "before the migration the guest "
+       "points its frontends' backend keys at /local/domain/0/backend, "
+       "every guest's backends (a bystander guest runs on the source): no "
+       "other guest's devices may be touched",
+       event=("guest-rewrites-backend", "dom0")),
+    _f("target-err-split", "the target fails in the last memory round and "
+       "its (err ...) comes in two parts 0.4 s apart, the rest after the "
+       "source's first look; a write landing after the drain budget sends "
+       "the source down the stock-order fallback, whose look before the "
+       "destroy sees only the rest",
+       target=("last-round", "err-split"), derive=_split_timing,
+       when_default=20.0, when_unit="MS",
+       when_help="when the target fails (the last round lasts the "
+       "target's destroy + 200 ms)", stock_loses=True),
+    _f("target-err-quoted", "the target's completeRestore fails and its "
+       "(err ...) is written as xend writes it: a repr() string (single "
+       "quotes) holding an unbalanced '(' and a lone '\"'",
+       target=("completeRestore", "err-quoted"), stock_loses=True),
+    _f("second-migrate", "a second xm migrate of the same domain, started "
+       "at the guest's suspend while the first one runs: it must be "
+       "refused and must not resume the domain",
+       event=("second-migrate",)),
+    _f("backend-gone-before-release", "an xm block-detach of one of the "
+       "guest's disks completes between the handover's capture and its "
+       "release: the backend drains and udev's hotplug cleanup removes its "
+       "directory; the release must not re-create it (at fastmig's "
+       "release, or at the 2008 patch's first write to a backend; stock "
+       "and Xen 4.1 write none before their destroy: as under none)",
+       event=("cleanup-before-release",)),
+]
+
 FAULTS = {spec.name: spec for spec in _FAULT_LIST}
 
 
@@ -320,6 +378,8 @@ def apply_fault(scenario, name: str | None, when: float | None = None):
         when = scenario.drain_timeout * 1500.0
     if spec.when_knob is not None:
         changes[spec.when_knob] = when
+    if spec.derive is not None:
+        changes.update(spec.derive(scenario))
     changes["fault"] = name
     changes["fault_when"] = when
     return scenario.replace(**changes)

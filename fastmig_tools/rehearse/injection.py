@@ -16,6 +16,14 @@ works with, never by patching the core's module globals:
 * the domain object (the world's own model of ``XendDomainInfo``):
   ``destroyDomain`` raising after the hypercall, ``_createDevices``
   raising on a resume.
+* what else happens on the source host: a bystander guest (a second
+  domain with its own disks and blkback models) whose devices the
+  migrating guest names in its own frontends' ``backend`` keys
+  (``Bystander``); a second migration of the same domain object, started
+  at the guest's suspend (``SecondMigration``); an ``xm block-detach``
+  completing between the handover's capture and its release
+  (``FaultyHandle.before`` on xend's connection, ``detach_and_wait``
+  through another one).
 
 ``arm_store_fault`` and ``source_faults`` apply the catalogue's faults
 (``catalogue.FAULTS``) to a rehearsal run with these.
@@ -23,15 +31,20 @@ works with, never by patching the core's module globals:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import socket
+import threading
 import time
 
 from fastmig_tools.rehearse.catalogue import FAULTS, FaultError
 
 __all__ = ["FaultyHandle", "FaultySocket", "InjectedSourceFault",
-           "step_matcher", "break_destroy", "break_resume",
-           "arm_store_fault", "source_faults"]
+           "step_matcher", "release_matcher", "break_destroy",
+           "break_resume", "Bystander", "rewrite_backend_keys",
+           "SecondMigration",
+           "detach_and_wait", "Injected", "arm_store_fault",
+           "source_faults"]
 
 # Requests that reach xenstored (the rest of a handle's attributes are
 # local: fileno, read_watch, close ...).
@@ -50,6 +63,14 @@ def _request_path(op, args):
     if op in ("transaction_start", "transaction_end", "get_domain_path"):
         return None
     return args[1] if len(args) > 1 else None
+
+
+def _op(name, args, kwargs):
+    """The request's name, ``commit`` for a committing transaction_end."""
+    if name == "transaction_end":
+        abort = kwargs.get("abort", args[1] if len(args) > 1 else False)
+        return "transaction_end" if abort else "commit"
+    return name
 
 
 class FaultyHandle:
@@ -72,6 +93,8 @@ class FaultyHandle:
         self.fired_at: float | None = None
         self.failed_at: list = []
         self.dead = False
+        self._hook = None
+        self._hook_lock = threading.Lock()
 
     # -- what to inject ---------------------------------------------------
 
@@ -91,6 +114,13 @@ class FaultyHandle:
         raises ``exc`` instead of reaching the store."""
         self._plan = ("raise", matches, exc)
 
+    def before(self, matches, action):
+        """The first request for which ``matches(op, path)`` is true first
+        runs ``action(op, path)`` and then goes on to the store.  The
+        action runs outside the store's lock, on the requesting thread: it
+        may use other connections (and take its time: xend waits)."""
+        self._hook = (matches, action)
+
     def arm(self):
         self.armed = True
 
@@ -106,6 +136,7 @@ class FaultyHandle:
             return attr
 
         def call(*args, **kwargs):
+            self._run_hook(name, args, kwargs)
             lock = getattr(self._store, "_lock", None)
             # Arm-then-ask is one step under the store's lock: no other
             # connection can take a fault meant for this one.
@@ -124,6 +155,20 @@ class FaultyHandle:
                     lock.release()
         return call
 
+    def _run_hook(self, name, args, kwargs):
+        hook = self._hook
+        if hook is None or not self.armed:
+            return
+        matches, action = hook
+        with self._hook_lock:
+            if self._hook is None or \
+                    not matches(_op(name, args, kwargs),
+                                _request_path(name, args)):
+                return
+            self._hook = None
+            self._fire()
+        action(_op(name, args, kwargs), _request_path(name, args))
+
     def _fire(self):
         self.fired = True
         self.fired_at = time.monotonic()
@@ -132,10 +177,7 @@ class FaultyHandle:
         plan = self._plan
         if plan is None or self.fired or not self.armed:
             return
-        op = name
-        if name == "transaction_end":
-            abort = kwargs.get("abort", args[1] if len(args) > 1 else False)
-            op = "transaction_end" if abort else "commit"
+        op = _op(name, args, kwargs)
         if plan[0] == "raise":
             _kind, matches, exc = plan
             if matches(op, _request_path(name, args)):
@@ -211,6 +253,249 @@ def step_matcher(step, domid):
     return {"capture": capture, "release": release, "drain": drain}[step]
 
 
+def release_matcher(domid):
+    """``matches(op, path)`` for the release's first request on one of
+    domain ``domid``'s block backends, after the capture: the second read
+    of its ``frontend-id`` (the capture made the first; the release reads
+    it again, in the transaction that writes only to a backend still
+    there), or a write of its ``online`` or ``shutdown-request`` (a
+    release that writes without looking).  Returns the backend's path as
+    ``matches.backend`` once it matched."""
+    backend = re.compile(_BACKEND.pattern % domid)
+    writes = step_matcher("release", domid)
+    seen = set()
+
+    def matches(op, path):
+        if writes(op, path):
+            matches.backend = path.rsplit("/", 1)[0]
+            return True
+        if op != "read" or path is None or \
+                not path.endswith("/frontend-id"):
+            return False
+        directory = path[:-len("/frontend-id")]
+        if backend.match(directory) is None:
+            return False
+        if directory in seen:
+            matches.backend = directory
+            return True
+        seen.add(directory)
+        return False
+    matches.backend = None
+    return matches
+
+
+def detach_and_wait(api, backend, timeout=5.0):
+    """``xm block-detach`` of one device, through ``api`` (not xend's
+    connection): ``online`` = 0 and the frontend removed, so its blkback
+    unregisters, drains and udev's hotplug cleanup removes the backend
+    directory; returns once the directory is gone (False if it was not
+    within ``timeout``: a hung backend)."""
+    xst = api.xstransact
+    frontend = xst.Read(backend, "frontend")
+    if xst.Read(backend) is None:
+        return True
+    xst.Write(backend, "online", "0")
+    if frontend:
+        xst.Remove(frontend)
+    deadline = time.monotonic() + timeout
+    while xst.Read(backend) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+def _tree(xst, path):
+    """Every node at or below ``path`` with its value."""
+    value = xst.Read(path)
+    if value is None:
+        return {}
+    nodes = {path: value}
+    for child in xst.List(path):
+        nodes.update(_tree(xst, "%s/%s" % (path, child)))
+    return nodes
+
+
+_bystander_domids = itertools.count()
+
+
+class Bystander:
+    """Another guest on the source host: a domain with its own disks,
+    each with a blkback model, that the migration must leave alone.
+
+    ``start()`` writes it and starts its backends; ``touched()`` lists
+    what changed in its backend and frontend directories since (removed,
+    written) and which of its backends unregistered; ``stop()`` stops
+    its backends and removes what is left of it.
+    """
+
+    def __init__(self, host_store, teardown=0.0, disks=2):
+        self.host_store = host_store
+        self.teardown = teardown
+        # A domid no run takes (runs count up from 5).
+        self.domid = 30000 + next(_bystander_domids) % 2000
+        self.disks = disks
+        self.layout = None
+        self.actors = []
+        # Its own connection (what the guests on the host write through).
+        self.api = None
+        self._before = {}
+
+    @property
+    def backends(self):
+        return [d.backend for d in self.layout.block_devices]
+
+    def _watched(self):
+        return [p for d in self.layout.block_devices
+                for p in (d.backend, d.frontend)]
+
+    def start(self):
+        from fastmig_tools.models.blkback import ClassicBlkback
+        from fastmig_tools.models.layout import write_domain_layout
+        self.api = self.host_store.api(thread_name="bystander")
+        try:
+            self.layout = write_domain_layout(
+                self.api.store(), self.domid, "bystander%d" % self.domid,
+                "bystander-%d" % self.domid,
+                vbds=["phy:/dev/vg/bystander%d-%d" % (self.domid, i)
+                      for i in range(self.disks)])
+            for device in self.layout.block_devices:
+                api = self.host_store.api(thread_name="blkback-watcher")
+                actor = ClassicBlkback(api.store(), device.backend,
+                                       hotplug_delay=self.teardown,
+                                       name="bystander-%s-%d"
+                                       % (device.devclass, device.devid))
+                self.actors.append((actor, api))
+                actor.start()
+            xst = self.api.xstransact
+            for path in self._watched():
+                self._before.update(_tree(xst, path))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def touched(self) -> list:
+        xst = self.api.xstransact
+        after = {}
+        for path in self._watched():
+            after.update(_tree(xst, path))
+        changes = []
+        for path, value in sorted(self._before.items()):
+            if path not in after:
+                parent = path.rsplit("/", 1)[0]
+                if parent not in self._before or parent in after:
+                    changes.append("%s: removed" % path)
+            elif after[path] != value:
+                changes.append("%s: %r -> %r" % (path, value, after[path]))
+        for path, value in sorted(after.items()):
+            if path not in self._before:
+                changes.append("%s: written %r" % (path, value))
+        for actor, _api in self.actors:
+            if actor.unregistered:
+                changes.append("%s: unregistered (%s)"
+                               % (actor.backend, actor.unregister_reason))
+        return changes
+
+    def stop(self):
+        errors = []
+        for actor, api in self.actors:
+            try:
+                actor.stop()
+            except Exception as exc:
+                errors.append(exc)
+            finally:
+                self.host_store.release(api)
+        self.actors = []
+        api, self.api = self.api, None
+        if api is not None:
+            try:
+                xst = api.xstransact
+                xst.Remove("/local/domain/%d" % self.domid)
+                xst.Remove("/vm/bystander-%d" % self.domid)
+                for devclass in ("vbd", "tap", "vif"):
+                    xst.Remove("/local/domain/0/backend/%s/%d"
+                               % (devclass, self.domid))
+                    xst.Remove("/local/domain/0/error/backend/%s/%d"
+                               % (devclass, self.domid))
+            finally:
+                self.host_store.release(api)
+        if errors:
+            raise errors[0]
+
+
+def rewrite_backend_keys(api, dominfo, targets):
+    """The guest, which owns its frontend directories, points each block
+    frontend's ``backend`` key at the next of ``targets`` (cyclically)."""
+    xst = api.xstransact
+    for index, device in enumerate(dominfo.layout.block_devices):
+        xst.Write(device.frontend, "backend",
+                  targets[index % len(targets)])
+
+
+class SecondMigration:
+    """A second migration of the same domain object, on a thread of its
+    own, started by ``start`` (a suspend listener): ``migrate(**kwargs)``
+    runs it (the run's ``run_policy`` with ``wrap_socket`` and
+    ``failures``).  ``join`` says how it ended: "refused: <error>",
+    "failed: <error>", "returned" or "did not end"."""
+
+    def __init__(self, migrate):
+        self._migrate = migrate
+        self._thread = None
+        self._sockets = []
+        self.outcome = None
+        self.started_at = None
+
+    def start(self, _t=None):
+        if self._thread is not None:
+            return
+        self.started_at = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="second-migrate")
+        self._thread.start()
+
+    def _wrap(self, sock):
+        self._sockets.append(sock)
+        return sock
+
+    def _run(self):
+        failures = []
+        try:
+            self._migrate(wrap_socket=self._wrap, failures=failures)
+            if failures:
+                self.outcome = "refused: %s" % failures[0]
+            else:
+                self.outcome = "returned"
+        except Exception as exc:
+            self.outcome = "failed: %s: %s" % (type(exc).__name__, exc)
+        finally:
+            # 3.1's domain_migrate leaves its socket to the garbage
+            # collector when save raises: close it now.
+            for sock in self._sockets:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def join(self, timeout):
+        if self._thread is None:
+            return None
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return "did not end within %.0f s" % timeout
+        return self.outcome
+
+
+class Injected:
+    """What ``source_faults`` saw: the bystander's devices touched, and
+    what the second migration said (None: there was none)."""
+
+    def __init__(self):
+        self.bystanders_touched = []
+        self.second_migration = None
+
+
 def break_destroy(dominfo, exc):
     """``destroyDomain`` raises ``exc`` after doing its work (cleanupDomain
     failing after the hypercall)."""
@@ -263,15 +548,26 @@ def arm_store_fault(scenario, host_store, xend_handle) -> None:
 
 
 @contextlib.contextmanager
-def source_faults(scenario, dominfo, xend_handle, sockets):
+def source_faults(scenario, dominfo, xend_handle, sockets, host_store=None,
+                  migrate_again=None, record=None):
     """For the duration of the run, make one step of the handover fail:
     through xend's xenstore connection (``xend_handle``), its relocation
     socket (``sockets``: a list the run's socket wrapper hook reads) or
-    the domain object."""
+    the domain object; or make something else happen on the source host
+    (the spec's ``event``: through ``host_store``, a second migration
+    through ``migrate_again(**kwargs)``), noted in ``record`` (an
+    ``Injected``, also what it yields)."""
+    if record is None:
+        record = Injected()
     spec = FAULTS.get(scenario.fault or "none")
+    if spec is not None and spec.event is not None:
+        with _source_event(spec.event, scenario, dominfo, xend_handle,
+                           host_store, migrate_again, record):
+            yield record
+        return
     step = spec.source if spec is not None else None
     if step is None:
-        yield
+        yield record
         return
     exc = InjectedSourceFault("injected: %s failed" % step)
     if step in ("capture", "release", "drain"):
@@ -284,4 +580,48 @@ def source_faults(scenario, dominfo, xend_handle, sockets):
             "injected: cleanupDomain failed"))
     elif step == "resume":
         break_resume(dominfo, exc)
-    yield
+    yield record
+
+
+@contextlib.contextmanager
+def _source_event(event, scenario, dominfo, xend_handle, host_store,
+                  migrate_again, record):
+    kind = event[0]
+    if kind == "guest-rewrites-backend":
+        bystander = Bystander(host_store, scenario.teardown_ms / 1000.0)
+        bystander.start()
+        try:
+            if event[1] == "dom0":
+                targets = ["/local/domain/0/backend"]
+            else:
+                targets = bystander.backends
+            rewrite_backend_keys(bystander.api, dominfo, targets)
+            try:
+                yield
+            finally:
+                record.bystanders_touched = bystander.touched()
+        finally:
+            bystander.stop()
+    elif kind == "second-migrate":
+        second = SecondMigration(migrate_again)
+        dominfo.suspend_listeners.append(second.start)
+        try:
+            yield
+        finally:
+            dominfo.suspend_listeners.remove(second.start)
+            record.second_migration = second.join(
+                scenario.run_timeout + scenario.destroy_seconds)
+    elif kind == "cleanup-before-release":
+        api = host_store.api(thread_name="block-detach")
+        try:
+            matches = release_matcher(dominfo.getDomid())
+
+            def detach(_op, _path):
+                detach_and_wait(api, matches.backend)
+            xend_handle.before(matches, detach)
+            xend_handle.arm()
+            yield
+        finally:
+            host_store.release(api)
+    else:
+        raise FaultError("unknown source event %r" % (kind,))

@@ -128,6 +128,15 @@ def _totals(cells, policies):
     return totals
 
 
+def _id_number(inv_id):
+    """I2 before I10."""
+    return int(inv_id[1:])
+
+
+def _by_id(item):
+    return _id_number(item[0].split(" ")[0])
+
+
 def format_matrix(cells, policies) -> str:
     faults = []
     for fault, _policy in cells:
@@ -156,17 +165,18 @@ def format_matrix(cells, policies) -> str:
     lines.append("")
     lines.append("violations:")
     seen = False
+    name_width = max([22] + [len(fault) for fault in faults])
     for fault in faults:
         for policy in policies:
             cell = cells[(fault, policy)]
-            for kind, count in sorted(cell.kinds.items()):
+            for kind, count in sorted(cell.kinds.items(), key=_by_id):
                 seen = True
-                lines.append("  %-22s %-9s %dx %s" % (fault, policy, count,
-                                                      kind))
+                lines.append("  %-*s %-9s %dx %s" % (name_width, fault,
+                                                     policy, count, kind))
     if not seen:
         lines.append("  none")
     broken = sorted(set(kind.split(" ")[0] for cell in cells.values()
-                        for kind in cell.kinds))
+                        for kind in cell.kinds), key=_id_number)
     if broken:
         lines.append("")
         lines.append("invariants broken (docs/design.md, \"Invariants\"):")

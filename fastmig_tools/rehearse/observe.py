@@ -88,6 +88,7 @@ def observe(result) -> Observation:
         fast_resumed_at=[_s(ms) for ms in result.fast_resumes_ms],
         migration_failed=result.migration_failed,
         reported_outcome=result.handover_outcome,
+        bystanders_touched=list(result.bystanders_touched),
         excused=excused,
     )
 

@@ -133,6 +133,11 @@ class RunResult:
     devices_force_released_ms: float | None = None
     fast_resumes_ms: list = dataclasses.field(default_factory=list)
     migration_failed: bool | None = None
+    # Other guests' devices the run touched (the guest-rewrites-backend
+    # faults watch a bystander's), and what a second migration of the
+    # domain said (the second-migrate fault; None: there was none).
+    bystanders_touched: list = dataclasses.field(default_factory=list)
+    second_migration: str | None = None
 
     @property
     def disk_verdict(self) -> str:
@@ -336,9 +341,18 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
         for wrap in socket_wrappers:
             sock = wrap(sock)
         return sock
+    injected = injection.Injected()
+
+    def migrate_again(**kwargs):
+        return run_policy(scenario.policy, dominfo, target.port, platform,
+                          store, options, timeout=_deadline(scenario),
+                          **kwargs)
     try:
         with injection.source_faults(scenario, dominfo, xend_handle,
-                                     socket_wrappers):
+                                     socket_wrappers,
+                                     host_store=source_store,
+                                     migrate_again=migrate_again,
+                                     record=injected):
             report = run_policy(scenario.policy, dominfo, target.port,
                                 platform, store, options,
                                 timeout=_deadline(scenario),
@@ -373,9 +387,14 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
                                      guest.suspended_at)
     if platform.image_sent_at is not None:
         result.handover_ms = (source_done - platform.image_sent_at) * 1000.0
+    # The migration's own connection is the first (a second migration's
+    # comes later).
     result.target_sent_err = any(
-        run.reply is not None and "(err" in run.reply for run in target.runs)
+        run.reply is not None and "(err" in run.reply
+        for run in target.runs[:1])
     result.migration_failed = bool(failures) or error is not None
+    result.bystanders_touched = list(injected.bystanders_touched)
+    result.second_migration = injected.second_migration
     result.violations = violations(result)
     return result
 
@@ -408,7 +427,8 @@ def _wait_for_landings(guest, actors, scenario):
 def _result(scenario, guest, platform, target, dominfo, actors, verdict,
             report, error, source_done, xs_ops, store_ops):
     suspend = guest.suspended_at
-    run = target.runs[-1] if target.runs else None
+    # The migration's own connection (a second migration's comes later).
+    run = target.runs[0] if target.runs else None
     at_target = run is not None and run.running
     at_source = "source" in guest.ran and dominfo.state != "destroyed"
     if at_target and at_source:

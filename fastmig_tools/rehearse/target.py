@@ -30,13 +30,22 @@ from fastmig_tools.models.domain import ModelDomainInfo
 from fastmig_tools.rehearse.stream import (
     SIGNATURE, StreamError, parse_config, read_exact, read_image)
 
-__all__ = ["TargetHost", "TargetRun", "InjectedFailure", "ERR_REPLY"]
+__all__ = ["TargetHost", "TargetRun", "InjectedFailure", "ERR_REPLY",
+           "QUOTED_ERR_REPLY", "SPLIT_GAP"]
 
 log = logging.getLogger(__name__)
 
 # relocate.py's send_error on Python 2.4, where XendError is a classic
 # class: str(type) is its dotted name, and sxp.show quotes the value.
 ERR_REPLY = "(err (type xen.xend.XendError.XendError) (value 'Restore failed'))\n"
+# The same for an exception whose text holds an unbalanced parenthesis and
+# a lone double quote: sxp.show writes a string that is not an atom as its
+# repr(), single-quoted.
+QUOTED_ERR_REPLY = ("(err (type xen.xend.XendError.XendError) (value %s))\n"
+                    % repr('Restore failed: bad ( and " here'))
+# An ``err-split`` fault sends the first half of ERR_REPLY, then the rest
+# this many seconds later (a stalled relocation server, a congested link).
+SPLIT_GAP = 0.4
 OK_REPLY = "(ok)\n"
 READY_REPLY = "(ready receive)\n"
 
@@ -89,7 +98,8 @@ class TargetHost:
                  fail_after_image: bool = False, timeout: float = 300.0,
                  clock=time.monotonic, first_domid: int = 1,
                  fault: tuple | None = None, fault_delay: float = 0.0,
-                 step_delay: float = 0.0):
+                 step_delay: float = 0.0,
+                 split_gap: float = SPLIT_GAP):
         self.host_store = host_store
         self.guest_io = guest_io
         self.memory_gb = memory_gb
@@ -100,7 +110,9 @@ class TargetHost:
         # memory round, ``fault_delay`` s after the suspend) / stream /
         # completeRestore / waitForDevices / unpause (action err, hangup,
         # reset, or hang: stuck until the host stops, then the restore
-        # fails without a word; the copy is destroyed) or verdict (the
+        # fails without a word; the copy is destroyed; err-split: the
+        # (err ...) goes in two parts ``split_gap`` s apart; err-quoted:
+        # its value holds an unbalanced "(" and a lone '"') or verdict (the
         # copy runs; action ok, garbage, oversized, silent, reset, or
         # hangup: the connection closes without a verdict).  The target
         # spends ``step_delay`` s in its failing (or verdict) step first.
@@ -110,6 +122,7 @@ class TargetHost:
         # last-round faults: seconds after the guest's suspend.
         self.fault_delay = fault_delay
         self.step_delay = step_delay
+        self.split_gap = split_gap
         # The connection being restored (one migration at a time here).
         self._current: socket.socket | None = None
         self.timeout = timeout
@@ -224,7 +237,7 @@ class TargetHost:
             except Exception as exc:
                 run.error = "%s: %s" % (type(exc).__name__, exc)
                 log.info("target: restore failed: %s", run.error)
-                self._send(conn, run, ERR_REPLY)
+                self._send_error(conn, run, exc)
                 return
             if not self._verdict_fault(conn, run):
                 self._send(conn, run, OK_REPLY)
@@ -260,6 +273,44 @@ class TargetHost:
         except OSError as exc:
             # The source already closed (3.1.0 and xen41 never read it).
             log.debug("target: reply %r not delivered: %s", text, exc)
+
+    def _send_error(self, conn: socket.socket, run: TargetRun,
+                    exc: Exception) -> None:
+        """relocate.py's send_error, shaped as the injected fault says."""
+        action = self.fault[1] if self.fault is not None else None
+        if not isinstance(exc, InjectedFailure) or action == "err":
+            self._send(conn, run, ERR_REPLY)
+        elif action == "err-quoted":
+            self._send(conn, run, QUOTED_ERR_REPLY)
+        elif action == "err-split":
+            half = len(ERR_REPLY) // 2
+            self._send(conn, run, ERR_REPLY[:half])
+            self._drop_input(conn, self.split_gap)
+            self._send(conn, run, ERR_REPLY[half:])
+            # What the source sent meanwhile is read, so that the close is
+            # a FIN: unread data would make it a reset, which the source
+            # takes for a failure without parsing anything.
+            self._drop_input(conn, 0.0)
+        else:
+            self._send(conn, run, ERR_REPLY)
+
+    def _drop_input(self, conn: socket.socket, seconds: float) -> None:
+        """Read and drop what the source sends for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            try:
+                if not select.select([conn], [], [], max(left, 0.0))[0]:
+                    if left <= 0:
+                        return
+                    continue
+                if not conn.recv(1 << 16):
+                    # The source closed its side: nothing more will come.
+                    if left > 0:
+                        self._stopping.wait(left)
+                    return
+            except OSError:
+                return
 
     def _wait_readable(self, conn: socket.socket) -> None:
         deadline = time.monotonic() + self.timeout
@@ -335,7 +386,7 @@ class TargetHost:
             # host goes down; by then nobody hears an answer.
             self._stopping.wait(self.timeout)
             raise _HangUp(False)
-        if action == "err":
+        if action in ("err", "err-split", "err-quoted"):
             raise InjectedFailure("%s failed (injected)" % step)
         # The connection goes first (a process dies, a link resets); the
         # copy is destroyed after, by the restore's own except clause.
