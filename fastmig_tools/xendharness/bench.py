@@ -48,9 +48,9 @@ the target and then waits until ``pair.leftovers()`` is empty; a run that
 leaves anything behind records it in ``leftovers`` / ``violations`` and
 its pair is stopped and replaced.  What the tree's own xend leaves
 (/vm/<uuid> at the source, 3.1.0's console backend directories: see
-``_xend_leaves``) is expected, so not counted, and stays in the reused
-stores (a few nodes per run).  The source's hypervisor-call log is
-cleared before each run so that its size does not grow with the runs.
+``_xend_leaves``) is expected, so not counted, and removed after the run
+so that the reused stores stay as small as fresh ones.  Both hosts' hypervisor-call logs are
+cleared before each run so that their size does not grow with the runs.
 
 ``configure(tree=..., memory_mb=..., disks=..., destroy_seconds_per_gb=...)``
 changes the defaults (tree /work/shared/xen/3.1.0 or the one
@@ -82,8 +82,6 @@ _SETTINGS = {"tree": DEFAULT_TREE, "memory_mb": 256, "disks": 1,
              # stock's destroy of 256 MB: 154 ms (xen-devel 2014-12 msg00649)
              "destroy_seconds_per_gb": 0.6}
 _pairs: dict = {}
-# id(pair) -> the (host, leftover) pairs its runs' xend left by itself.
-_accepted: dict = {}
 _patch_dir = None
 
 
@@ -138,7 +136,6 @@ def close() -> None:
     global _patch_dir
     while _pairs:
         _key, pair = _pairs.popitem()
-        _accepted.pop(id(pair), None)
         pair.stop()
     if _patch_dir is not None:
         shutil.rmtree(_patch_dir, ignore_errors=True)
@@ -176,7 +173,6 @@ def _pair(policy: str):
 def _drop(policy: str) -> None:
     for key in [k for k in _pairs if k[1] == policy]:
         pair = _pairs.pop(key)
-        _accepted.pop(id(pair), None)
         pair.stop()
 
 
@@ -257,23 +253,28 @@ def _violations(outcome, error, verdict, leftovers) -> list:
     return out
 
 
-def _xend_leaves(guest, source_domid, target_domid) -> set:
+def _xend_leaves(guest, source_domid, target_domid) -> dict:
     """What the tree's own xend leaves of a guest migrated and then
     destroyed at the target (tests/xend/test_migration.py's
     ``stock_leftovers``: save's destroyDomain never removes /vm/<uuid>;
-    3.1.0 keeps the console backend directory, at both ends)."""
-    leaves = {("source", "vm dir /vm/%s" % guest.uuid),
-              ("source", "backend /local/domain/0/backend/console/%d/0" % source_domid)}
+    3.1.0 keeps the console backend directory, at both ends), as
+    {(host name, leftovers() entry): store path}."""
+    console = "/local/domain/0/backend/console/%d/0"
+    leaves = {("source", "vm dir /vm/%s" % guest.uuid): "/vm/%s" % guest.uuid,
+              ("source", "backend " + console % source_domid):
+                  console % source_domid}
     if target_domid is not None:
-        leaves.add(("target", "backend /local/domain/0/backend/console/%d/0"
-                    % target_domid))
+        leaves[("target", "backend " + console % target_domid)] = \
+            console % target_domid
     return leaves
 
 
-def _clean_up(pair, accepted: set, timeout: float = 15.0) -> dict:
-    """Destroy what is left of the run's guest; the leftovers beyond
-    ``accepted`` ((host, problem) pairs), empty when both hosts are back to
-    what the tree's xend itself leaves."""
+def _clean_up(pair, expected: dict, timeout: float = 15.0) -> dict:
+    """Destroy what is left of the run's guest, wait until both hosts are
+    back to what the tree's xend itself leaves (``expected``, see
+    ``_xend_leaves``), then remove that too, so that a reused store does
+    not grow with the runs (``leftovers()`` walks it all).  The unexpected
+    leftovers ({} when there are none)."""
     for host in pair.hosts():
         if not host.xend_alive:
             continue
@@ -285,15 +286,30 @@ def _clean_up(pair, accepted: set, timeout: float = 15.0) -> dict:
                     pass
     deadline = time.time() + timeout
     while True:
+        found = pair.leftovers()
         left = {}
-        for host, problems in pair.leftovers().items():
-            problems = [p for p in problems if (host, p) not in accepted]
+        for host, problems in found.items():
+            problems = [p for p in problems if (host, p) not in expected]
             if problems:
                 left[host] = problems
         busy = any(pair.domains(h) for h in pair.hosts() if h.xend_alive)
         if (not left and not busy) or time.time() > deadline:
-            return left
+            break
         time.sleep(0.05)
+    for host in pair.hosts():
+        if host.xenstored is None:
+            continue
+        present = set(found.get(host.name, []))
+        paths = [path for (name, entry), path in expected.items()
+                 if name == host.name and entry in present]
+        if paths:
+            h = host.xs()
+            try:
+                for path in paths:
+                    h.rm("", path)
+            finally:
+                h.close()
+    return left
 
 
 def run(policy: str, last_round_ms: float, slowest_ms: float,
@@ -340,9 +356,8 @@ def run(policy: str, last_round_ms: float, slowest_ms: float,
     verdict = check_images(images, events + target_events)
     teardown = _teardown_seconds(backends)
     error = result.error.strip().splitlines()[0][-240:] if result.error else None
-    accepted = _accepted.setdefault(id(pair), set())
-    accepted |= _xend_leaves(guest, source_domid, result.target_domid)
-    leftovers = _clean_up(pair, accepted)
+    leftovers = _clean_up(pair, _xend_leaves(guest, source_domid,
+                                             result.target_domid))
     if leftovers or not (source.xend_alive and pair.target.xend_alive):
         _drop(policy)          # the next run starts on a fresh pair
     return XendBenchRun(
