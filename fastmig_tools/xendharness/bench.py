@@ -42,8 +42,8 @@ The cell's knobs:
 * ``seed`` only names the guest (nothing here is random).
 
 The hosts are expensive (two xends and two xenstoreds per pair): one pair
-per (tree, policy) is started on first use and reused for every run of
-that policy.  Each run creates its own guest, migrates it, destroys it at
+per (tree, policy) is started on first use and reused for
+``RUNS_PER_PAIR`` runs of that policy (see there why not more).  Each run creates its own guest, migrates it, destroys it at
 the target and then waits until ``pair.leftovers()`` is empty; a run that
 leaves anything behind records it in ``leftovers`` / ``violations`` and
 its pair is stopped and replaced.  What the tree's own xend leaves
@@ -82,6 +82,13 @@ _SETTINGS = {"tree": DEFAULT_TREE, "memory_mb": 256, "disks": 1,
              # stock's destroy of 256 MB: 154 ms (xen-devel 2014-12 msg00649)
              "destroy_seconds_per_gb": 0.6}
 _pairs: dict = {}
+# Runs on one pair before it is replaced: the stand-in hypervisor never
+# tells xenstored that a guest died, so every guest stays in its domain
+# table, and its trace (which live_watches reads) logs the write-rate
+# credit of each of them on every tick: on a pair reused for 250 runs
+# the traces grew by gigabytes and every run got slower than the last.
+RUNS_PER_PAIR = 20
+_runs_on: dict = {}
 _patch_dir = None
 
 
@@ -149,7 +156,11 @@ def _pair(policy: str):
     global _patch_dir
     key = (str(_SETTINGS["tree"]), policy, _SETTINGS["destroy_seconds_per_gb"])
     pair = _pairs.get(key)
+    if pair is not None and _runs_on.get(key, 0) >= RUNS_PER_PAIR:
+        _drop(policy)
+        pair = None
     if pair is not None:
+        _runs_on[key] += 1
         return pair
     from fastmig_tools.verify.patchsets import harness_tree, variant_patches
     from fastmig_tools.xendharness.harness import TwoHosts
@@ -167,6 +178,7 @@ def _pair(policy: str):
                     destroy_seconds_per_gb=_SETTINGS["destroy_seconds_per_gb"])
     pair.start()
     _pairs[key] = pair
+    _runs_on[key] = 1
     return pair
 
 
