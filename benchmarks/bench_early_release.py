@@ -32,11 +32,16 @@ the 720 default runs take a few minutes: no live rounds, a 256 MB guest
     python3 benchmarks/bench_early_release.py --runs 2 --last-rounds 30 --slowest 50   # CI
 
 ``--harness xend`` runs the cells on the real-xend harness instead
-(``fastmig_tools.xendharness``, being built): it must provide
-``fastmig_tools.xendharness.bench.run(policy, last_round_ms, slowest_ms,
-teardown_ms, seed)`` returning an object with ``blackout_ms``,
-``limit_ms`` and ``over_limit_ms`` (the rehearsal's ``RunResult`` has
-them); until it does, the option says so and exits 2.
+(``fastmig_tools.xendharness.bench.run(policy, last_round_ms, slowest_ms,
+teardown_ms, seed)``: two hosts running the tree's real xend, a fresh
+256 MB PV guest with one disk per run, one pair of hosts per policy
+reused for all its runs).  There the teardown is the tree's own hotplug
+scripts, not ``--teardown``: the predictions use the median teardown the
+runs measured (the source's ``block remove`` + ``xen-hotplug-cleanup``),
+printed in the header.  ``--tree`` picks the Xen tree (default
+../shared/xen/3.1.0).
+
+    python3 benchmarks/bench_early_release.py --harness xend --runs 20
 """
 from __future__ import annotations
 
@@ -101,6 +106,9 @@ def _args(argv):
     parser.add_argument("--harness", choices=("model", "xend"),
                         default="model", help="the rehearsal's model "
                         "(default) or the real-xend harness (see above)")
+    parser.add_argument("--tree", default=None,
+                        help="--harness xend: the Xen tree (default "
+                        "../shared/xen/3.1.0)")
     parser.add_argument("--json", metavar="FILE",
                         help="also write every run to FILE")
     parser.add_argument("--quiet", action="store_true")
@@ -170,6 +178,9 @@ class _XendRunner:
                 "(the real-xend harness does not provide it yet: %s)" % exc)
         self.bench = bench
         self.teardown = args.teardown
+        if args.tree:
+            bench.configure(tree=os.path.abspath(args.tree))
+        bench.configure(memory_mb=int(round(args.memory * 1024)))
 
     def run(self, policy, last_round_ms, slowest_ms, seed):
         return self.bench.run(policy=policy, last_round_ms=last_round_ms,
@@ -177,7 +188,7 @@ class _XendRunner:
                               teardown_ms=self.teardown, seed=seed)
 
     def close(self):
-        pass
+        self.bench.close()
 
 
 def _median(values):
@@ -289,13 +300,24 @@ def main(argv=None) -> int:
         progress.close()
         runner.close()
     elapsed = time.monotonic() - started
-    rows, met = summarize(cells, args.policies, args.teardown,
-                          args.noise_ms)
-    print("bench_early_release: %s harness, %s xenstored, %g MB guest, "
-          "teardown %g ms, %d runs per cell and policy; %s, %d CPUs, "
+    teardown = args.teardown
+    where = "%s harness, %s xenstored" % (args.harness, args.xenstored)
+    if args.harness == "xend":
+        # The tree's hotplug scripts are the teardown: predict with what
+        # they took.
+        measured = [r.teardown_measured_ms for by_policy in cells.values()
+                    for results in by_policy.values() for r in results
+                    if r.teardown_measured_ms is not None]
+        teardown = _median(measured) if measured else args.teardown
+        where = ("xend harness (%s, real xenstored, teardown = the tree's "
+                 "hotplug scripts, measured median/worst %s ms)"
+                 % (os.path.basename(args.tree or "3.1.0"), _pair(measured)))
+    rows, met = summarize(cells, args.policies, teardown, args.noise_ms)
+    print("bench_early_release: %s, %g MB guest, "
+          "teardown %.0f ms, %d runs per cell and policy; %s, %d CPUs, "
           "Python %s; %.0f s"
-          % (args.harness, args.xenstored, args.memory * 1024,
-             args.teardown, args.runs, platform.platform(), os.cpu_count(),
+          % (where, args.memory * 1024,
+             teardown, args.runs, platform.platform(), os.cpu_count(),
              platform.python_version(), elapsed))
     print("ms, median/worst; -limit = blackout - limit; late-early = "
           "difference of the median blackouts; model, issue: predicted "

@@ -18,6 +18,9 @@ tools/examples/xen-backend.rules):
 * unregister = drain every dispatched request, then the udev ``remove``
   event: the tree's ``block remove`` and ``xen-hotplug-cleanup`` (which
   removes the frontend, the backend directory and ``error/<path>``).
+  The directory's removal is logged (``gone``) when this process's watch
+  sees it, as a toolstack watching it would: ``removed`` comes only when
+  the scripts have exited, tens of milliseconds later.
 
 Flavours: ``classic`` (the above), ``shutdown-request`` (also advertises
 ``control/feature-shutdown-request`` and answers a backend
@@ -64,6 +67,7 @@ class Device:
         self.unregistering = False
         self.closing_drained = False
         self.shutdown_done = False
+        self.gone_seen = False
         self.lock = threading.Condition()
 
 
@@ -172,7 +176,23 @@ class Backend:
                 path, token = self.watch_handle.read_watch()
             except Exception:
                 return
+            if token == "backend":
+                self._note_gone(path.decode() if isinstance(path, bytes) else path,
+                                time.time())
             self.work.put(token)
+
+    def _note_gone(self, path: str, seen: float) -> None:
+        """Stamped when the watch event arrived (``seen``), as early as a
+        toolstack's own watch could have had it: the check that the
+        directory is really gone comes after."""
+        with self.lock:
+            devices = [d for d in list(self.devices.values())
+                       if not d.gone_seen and (d.path == path
+                                               or d.path.startswith(path + "/"))]
+        for dev in devices:
+            if not self.exists(dev.path):
+                dev.gone_seen = True
+                self.log("gone", backend=dev.path, seen=seen)
 
     # -- device discovery and state -----------------------------------
     def _rescan(self) -> None:

@@ -14,7 +14,10 @@ them over stdin/stdout:
 
 The image is real bytes on the wire: a header, the guest's memory state
 (the guest kernel's JSON, as the real image carries its pages) and filler
-proportional to the guest's memory (``image_bytes_per_gb``).  Faults are
+proportional to the guest's memory (``image_bytes_per_gb``).  The last
+memory round, sent after xend's ``done`` (the guest suspended), takes at
+least ``last_round_seconds`` (default 0: as fast as the pipe goes), as a
+real xc_save's last round of dirty pages does.  Faults and knobs are
 read from ``$HARNESS_HV_DIR/faults.json``; every helper run is logged to
 ``$HARNESS_HV_DIR/helpers.log``.
 """
@@ -102,6 +105,9 @@ def save(argv: list[str]) -> int:
     if answer.strip() != "done":
         _log(helper="xc_save", what="no-done", domid=domid, got=answer)
         return 1
+    # The last round's clock starts at xend's "done": from here the source
+    # xend's suspend handler (the early release) runs alongside it.
+    last_round_end = time.time() + float(faults.get("last_round_seconds", 0))
     _log(helper="xc_save", what="suspended", domid=domid)
     if faults.get("save_fail_after_suspend"):
         _log(helper="xc_save", what="failed", domid=domid)
@@ -109,6 +115,9 @@ def save(argv: list[str]) -> int:
     # The guest's state is read after the suspend: what it had in flight.
     _record(fd, PAGES, b"\0" * (filler - first))
     _record(fd, STATE, json.dumps(_memory(domid)).encode())
+    left = last_round_end - time.time()
+    if left > 0:
+        time.sleep(left)
     _record(fd, END, b"")
     _log(helper="xc_save", what="sent", domid=domid, bytes=filler)
     return 0
@@ -161,5 +170,14 @@ def main() -> int:
     return 2
 
 
+def _exit_now(status: int) -> None:
+    """Exit as the C helpers do, at once: xend waits for the helper's exit
+    before it goes on, and an interpreter's shutdown (10-20 ms here) would
+    sit between the image's end and xend's next step."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_now(main())

@@ -269,29 +269,37 @@ class Host:
     def live_watches(self) -> list:
         """(connection, path, token) of every watch still registered, read
         from the daemon's request trace (WATCH minus UNWATCH, per
-        connection; a closed connection drops its watches)."""
+        connection; a closed connection drops its watches).  The trace only
+        grows: each call reads on from where the last one stopped (a host
+        reused for many runs would otherwise re-read it all every time)."""
         trace = os.path.join(self.xenstored.directory, "trace.log")
-        live = {}
-        with open(trace, errors="replace") as f:
-            for line in f:
-                if line.startswith("IN "):
-                    parts = line.split(None, 5)
-                    if len(parts) < 6:
-                        continue
-                    conn, what, rest = parts[1], parts[4], parts[5]
-                    if what in ("WATCH", "UNWATCH"):
-                        fields = rest.strip().strip("()").split()
-                        if len(fields) >= 2:
-                            key = (conn, fields[0], fields[1])
-                            if what == "WATCH":
-                                live[key] = True
-                            else:
-                                live.pop(key, None)
-                elif line.startswith("DESTROY connection"):
-                    conn = line.split()[2] if len(line.split()) > 2 else None
-                    for key in [k for k in live if k[0] == conn]:
-                        live.pop(key)
-        return sorted(live)
+        state = getattr(self, "_watch_trace", None)
+        if state is None or state[0] != trace:
+            state = self._watch_trace = [trace, 0, {}]
+        live = state[2]          # connection -> {(conn, path, token)}
+        with open(trace, "rb") as f:
+            f.seek(state[1])
+            data = f.read()
+        end = data.rfind(b"\n") + 1          # a partial last line waits
+        state[1] += end
+        for line in data[:end].decode(errors="replace").splitlines():
+            if line.startswith("IN "):
+                parts = line.split(None, 5)
+                if len(parts) < 6:
+                    continue
+                conn, what, rest = parts[1], parts[4], parts[5]
+                if what in ("WATCH", "UNWATCH"):
+                    fields = rest.strip().strip("()").split()
+                    if len(fields) >= 2:
+                        key = (conn, fields[0], fields[1])
+                        if what == "WATCH":
+                            live.setdefault(conn, set()).add(key)
+                        else:
+                            live.get(conn, set()).discard(key)
+            elif line.startswith("DESTROY connection"):
+                words = line.split()
+                live.pop(words[2] if len(words) > 2 else None, None)
+        return sorted(k for keys in live.values() for k in keys)
 
     def backend_events(self) -> list:
         p = self.dir / "backend.log"

@@ -146,6 +146,10 @@ def op_xc_calls():
     return xcmod.calls()
 
 
+def op_forget_xc_calls():
+    xcmod.forget_calls()
+
+
 def op_xc(method, args):
     """Call the hypervisor stand-in directly (as a later patch's code would)."""
     return getattr(xcmod.xc(), method)(*args)

@@ -151,6 +151,16 @@ def calls():
         _lock.release()
 
 
+def forget_calls():
+    """Drop the log so far: a host reused for many runs (benchmarks) would
+    otherwise hand the whole history over the control socket each time."""
+    _lock.acquire()
+    try:
+        del _calls[:]
+    finally:
+        _lock.release()
+
+
 def add_listener(fn):
     _listeners.append(fn)
 
