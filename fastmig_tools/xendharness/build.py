@@ -87,8 +87,8 @@ TREE_PARTS = ("tools/python", "tools/examples")
 
 
 def _key(tree: Path, patches: list[Path]) -> str:
-    """The tree's parts by content (names, modes, symlinks, bytes), then
-    every patch's bytes."""
+    """The tree's parts by content (names, modes, symlinks, bytes), every
+    patch's bytes, and this checkout's stand-ins."""
     h = hashlib.sha256()
     tree = tree.resolve()
     for part in TREE_PARTS:
@@ -102,6 +102,11 @@ def _key(tree: Path, patches: list[Path]) -> str:
                 h.update(path.read_bytes())
     for p in patches:
         h.update(b"\0patch\0" + Path(p).read_bytes())
+    # The stand-ins copied in and the helpers the wrappers run are this
+    # checkout's: two checkouts never share (and rewrite) one build.
+    for name in ("xc.py", "acm.py"):
+        h.update(b"\0standin\0" + (_PY2 / "lowlevel" / name).read_bytes())
+    h.update(b"\0helpers\0" + str(_HERE).encode())
     return h.hexdigest()[:16]
 
 
