@@ -63,7 +63,7 @@ from fastmig_tools.rehearse.stores import (  # noqa: E402
 from fastmig_tools.rehearse.sweep import Progress  # noqa: E402
 
 POLICIES = ("fastmig", "fastmig-late", "stock")
-# The issue's target (issue 12, "Done when").
+# The target: fastmig within this of the limit (median, worst).
 MEDIAN_TARGET_MS = 5.0
 WORST_TARGET_MS = 15.0
 

@@ -9,7 +9,7 @@ migrates a PV guest (live) and prints:
 * blackout: the guest suspended at the source -> unpaused at the target;
 
 at 1, 4 and 16 GB with the hypervisor stand-in's destroy taking
-``--seconds-per-gb`` (0.6 s/GB: xen-devel 2014-12 msg00649, facts section 1),
+``--seconds-per-gb`` (0.6 s/GB: xen-devel 2014-12 msg00649),
 then the disk verdict with one write in flight at the suspend (``--write``
 seconds, and a slow ``--slow-write``), and what happens to the VM when the
 target fails after the whole image arrived (its unpause fails).

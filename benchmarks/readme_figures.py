@@ -77,7 +77,7 @@ SECTIONS = {s.name: s for s in (
             "xend-fastmig rehearse --sweep memory=1G,2G,4G,8G --plot "
             "benchmarks/blackout.png", "about a minute", kind="plot"),
     Section("matrix", False, _cli("rehearse", "--matrix", "--quiet"),
-            "xend-fastmig rehearse --matrix --quiet", "about 5 minutes"),
+            "xend-fastmig rehearse --matrix --quiet", "about 7 minutes"),
     Section("bench-policies", False,
             (sys.executable, "benchmarks/bench_policies.py", "--quiet"),
             "python3 benchmarks/bench_policies.py", "about 15 minutes"),

@@ -87,7 +87,7 @@ class FaultSpec:
     # The write lands after the whole drain budget: every bounded wait
     # releases the target before it (stock 3.1 right after the destroy).
     # What is held against the run instead: it waited out the budget and
-    # destroyed the source copy first (issue 11, defect 8: one budget).
+    # destroyed the source copy first (one budget: docs/design.md, step 5).
     beyond_budget: bool = False
 
 

@@ -1,4 +1,4 @@
-"""Run a Xen 3.1 tree's real xend: two hosts on one machine (issue 9).
+"""Run a Xen 3.1 tree's real xend: two hosts on one machine.
 
 Public API (Python 3)::
 

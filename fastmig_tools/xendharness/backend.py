@@ -4,7 +4,7 @@ Run as ``python3 -m fastmig_tools.xendharness.backend FLAVOUR SCRIPTS_DIR
 RING_SOCKET LOG_FILE`` with XENSTORED_PATH naming the host's xenstored.
 It has its own xenstore connection, as dom0's kernel has, and does what a
 classic Xen 3.1 dom0 does around each ``vbd``/``tap`` backend device
-(facts section 3; linux-2.6-xen-sparse/drivers/xen/blkback/xenbus.c,
+(linux-2.6-xen-sparse/drivers/xen/blkback/xenbus.c,
 tools/examples/xen-backend.rules):
 
 * new backend directory: the udev ``add`` event runs the tree's own

@@ -3,7 +3,7 @@
 ``prepare_tree(tree, patches)`` copies the tree's ``tools/python`` and
 ``tools/examples`` into a cache folder outside the repository, applies the
 patch files in order with ``patch -p1 --fuzz=0`` and builds the tree's own
-C bindings for Python 2.7 against Debian's libraries (facts section 10):
+C bindings for Python 2.7 against Debian's libraries:
 ``xen.lowlevel.xs`` (libxenstore) and ``xen.lowlevel.ptsname``.  The
 result is cached under a key made of the content of the tree's
 ``tools/python`` and ``tools/examples`` and of every patch's bytes, so a
