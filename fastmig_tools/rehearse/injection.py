@@ -507,6 +507,21 @@ def break_destroy(dominfo, exc):
     dominfo.destroyDomain = destroy
 
 
+def break_release(dominfo, exc, meanwhile=None):
+    """The forced ``_releaseDevices(force=True)`` raises ``exc`` after
+    doing its work (``meanwhile()`` runs between the two)."""
+    original = dominfo._releaseDevices
+
+    def release(*args, **kwargs):
+        result = original(*args, **kwargs)
+        if kwargs.get("force") or (len(args) > 1 and args[1]):
+            if meanwhile is not None:
+                meanwhile()
+            raise exc
+        return result
+    dominfo._releaseDevices = release
+
+
 def break_resume(dominfo, exc):
     """Re-creating the devices on a resume raises ``exc``."""
     def create(*_args, **_kwargs):

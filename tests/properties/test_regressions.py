@@ -12,9 +12,8 @@ import time
 import pytest
 
 import xend_fastmig.handover as handover_module
-import xend_fastmig.release as release_module
 from fastmig_tools.models.patched_save import MigrationFailed
-from fastmig_tools.rehearse.injection import step_matcher
+from fastmig_tools.rehearse.injection import break_release, step_matcher
 from xend_fastmig.handover import (AT_TARGET, FAST, RESUMED, STOCK_ORDER,
                                    SUSPENDED)
 
@@ -204,7 +203,7 @@ def test_a_fault_that_breaks_the_resume_is_not_blamed_on_the_handover():
     assert _found(out) == []
 
 
-def test_an_exception_while_releasing_takes_the_stock_order(monkeypatch):
+def test_an_exception_while_releasing_takes_the_stock_order():
     """Found by the rehearsal's source-release fault: an exception out of
     the release escaped ``Handover.run`` after block devices were already
     released, and save's failure path then fast-resumed a SUSPEND_CANCEL
@@ -212,25 +211,18 @@ def test_an_exception_while_releasing_takes_the_stock_order(monkeypatch):
     out of ``_releaseDevices(force=True)`` as "released, unconfirmed"
     (stock order, or a re-creating resume if the target failed).
 
-    The one fault patching the core: the exception has to come out of
-    ``release_block_devices`` after its real work, and no seam of the
-    store, the platform or the socket can do that (the release catches a
-    failed request per device)."""
-    real = release_module.release_block_devices
-    state = {}
-
-    def release_then_raise(dominfo, store=None):
-        real(dominfo, store)
-        # The target's (err ...) arrives meanwhile.
-        _after_the_targets_answer(state["out"])
-        raise RuntimeError(errno.EIO, "injected after the release")
-    monkeypatch.setattr(release_module, "release_block_devices",
-                        release_then_raise)
+    The exception comes out of the domain's forced ``_releaseDevices``
+    after its real work (``injection.break_release``)."""
+    def arm(out):
+        break_release(out.dominfo,
+                      RuntimeError(errno.EIO, "injected after the release"),
+                      # The target's (err ...) arrives meanwhile.
+                      meanwhile=lambda: _after_the_targets_answer(out))
     out = run_schedule(Schedule(
         devices=(Device("vbd", "normal", (0.01,)),), suspend_cancel=True,
         target=TargetPlan("stream", "err", delay=0.05),
         early_release=False),
-        before_save=lambda o: state.setdefault("out", o))
+        before_save=arm)
     assert _found(out) == []
     assert out.report.path == STOCK_ORDER
     assert out.report.outcome == RESUMED
