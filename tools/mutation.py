@@ -148,6 +148,71 @@ def untested(work):
         return 0
 
 
+# mutmut 2.5.1's main process was seen to die of its own cache (a mutated
+# line recorded as the original: "Attribute Mutant.line is required") and
+# then hang, idle, on its worker's queue.  Its cache keeps what was tested,
+# so it is started again, a few times, on what is left.
+MAX_RESTARTS = 5
+
+
+def stop(process):
+    """End ``process``'s whole session: mutmut, its worker, the tests."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except OSError:
+            pass
+        try:
+            process.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def run_mutmut(mutmut, work, path, command, log, deadline):
+    """mutmut run over ``path`` until no mutant is left untested or the
+    deadline; returns how many times it had to be started again."""
+    restarts = 0
+    with open(log, "w") as out:
+        while True:
+            # A run ended mid-mutant leaves the mutant in place.
+            shutil.copy2(os.path.join(REPO, path), os.path.join(work, path))
+            if os.path.exists(os.path.join(work, path + ".bak")):
+                os.remove(os.path.join(work, path + ".bak"))
+            out.flush()
+            seen = os.path.getsize(log)
+            # Its own session, so that all of it can be ended.
+            runner = subprocess.Popen(
+                [mutmut, "run", "--paths-to-mutate", path, "--runner",
+                 command, "--tests-dir", "tests",
+                 "--simple-output", "--no-progress"],
+                cwd=work, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+            crashed = False
+            while runner.poll() is None:
+                if time.time() > deadline:
+                    stop(runner)
+                    # What was tested still counts; the rest is "untested".
+                    out.write("\nmutation: budget spent\n")
+                    return restarts
+                with open(log) as written:
+                    written.seek(seen)
+                    if "Traceback (most recent call last)" in written.read():
+                        crashed = True
+                        break
+                time.sleep(2)
+            stop(runner)
+            if not crashed and untested(work) == 0:
+                return restarts
+            if restarts == MAX_RESTARTS:
+                out.write("\nmutation: mutmut failed %d times; giving up\n"
+                          % (restarts + 1))
+                return restarts
+            restarts = restarts + 1
+            out.write("\nmutation: mutmut failed; starting it again (%d)\n"
+                      % restarts)
+
+
 def run_module(mutmut, module, property_runs, log, minutes, keep):
     """Run mutmut over one module in its own scratch copy; returns
     ``(counts, survivors)``, survivors as (id, diff)."""
@@ -162,29 +227,8 @@ def run_module(mutmut, module, property_runs, log, minutes, keep):
                                "%s/.mutation-tests.log)" % (module, work))
         command = write_runner(work, module, property_runs,
                                int(10 * baseline + 60))
-        with open(log, "w") as out:
-            # Its own session: on the budget's end the whole of mutmut (its
-            # worker process, the test run) goes, not only its first
-            # process -- a worker left running restored files in a copy
-            # being removed.
-            runner = subprocess.Popen(
-                [mutmut, "run", "--paths-to-mutate", path, "--runner",
-                 command, "--tests-dir", "tests",
-                 "--simple-output", "--no-progress"],
-                cwd=work, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
-            try:
-                runner.wait(timeout=minutes * 60)
-            except subprocess.TimeoutExpired:
-                # What was tested still counts; the rest is "untested".
-                os.killpg(runner.pid, signal.SIGTERM)
-                try:
-                    runner.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(runner.pid, signal.SIGKILL)
-                    runner.wait()
-                out.write("\nmutation: budget of %d minutes spent\n"
-                          % minutes)
+        restarts = run_mutmut(mutmut, work, path, command, log,
+                              started + minutes * 60)
         counts = {"untested": untested(work)}
         ids = {}
         for status in STATUSES:
@@ -193,6 +237,7 @@ def run_module(mutmut, module, property_runs, log, minutes, keep):
             ids[status] = found.stdout.split()
             counts[status] = len(ids[status])
         counts["seconds"] = time.time() - started
+        counts["restarts"] = restarts
         survivors = []
         for mutant in ids["survived"]:
             shown = subprocess.run([mutmut, "show", mutant], cwd=work,
@@ -241,7 +286,9 @@ def main(argv=None):
     mutmut = ensure_mutmut()
 
     from concurrent.futures import ThreadPoolExecutor, as_completed
-    logs = os.path.join(tempfile.gettempdir(), "fastmig-mutation-logs")
+    # One directory per run: two runs at once must not share log files.
+    logs = os.path.join(tempfile.gettempdir(), "fastmig-mutation-logs",
+                        time.strftime("%Y%m%d-%H%M%S-") + str(os.getpid()))
     os.makedirs(logs, exist_ok=True)
     started = time.time()
     results = {}
@@ -259,10 +306,11 @@ def main(argv=None):
             counts, survivors = results[module]
             value, total = score(counts)
             print("mutation: %s: %d mutants tested, %d survived, score "
-                  "%s%%, %d left untested (%.0f s)"
-                  % (module, total, counts["survived"],
-                     "-" if value is None else "%.1f" % value,
-                     counts["untested"], counts["seconds"]), flush=True)
+                  "%s%%, %d left untested (%.0f s, mutmut restarted %d "
+                  "times)" % (module, total, counts["survived"],
+                              "-" if value is None else "%.1f" % value,
+                              counts["untested"], counts["seconds"],
+                              counts["restarts"]), flush=True)
             for mutant, diff in survivors:
                 print("-- surviving mutant %s of %s\n%s"
                       % (mutant, module, diff), flush=True)
