@@ -19,7 +19,9 @@ Known equivalent mutants: docs/mutation.md.
 A survivor is either killed by a new test or listed in docs/mutation.md as
 equivalent (and why); the lead reruns this after each restructure.
 ``--keep`` leaves each module's scratch copy (with mutmut's cache) in place,
-so that a survivor can be looked at with ``mutmut apply ID`` there.
+so that a survivor can be looked at with ``mutmut apply ID`` there;
+``--reuse DIR`` keeps them in DIR and starts from them the next time, when
+only what was not killed yet is tested again (tests only get added).
 """
 
 import argparse
@@ -115,7 +117,10 @@ def write_runner(where, module, property_runs, seconds):
              "%s %s -m pytest -x -q -p no:cacheprovider --timeout=20 %s %s"
              % (guard, sys.executable, units, quiet)]
     if property_runs and module in WITH_PROPERTIES:
-        lines.append("FASTMIG_PROPERTY_RUNS=%d %s %s -m pytest -x -q "
+        # The "mutation" profile: the same examples for every mutant (a
+        # random draw made kills vary from run to run), never shrunk.
+        lines.append("HYPOTHESIS_PROFILE=mutation FASTMIG_PROPERTY_RUNS=%d "
+                     "%s %s -m pytest -x -q "
                      "-p no:cacheprovider --timeout=300 tests/properties %s"
                      % (property_runs, guard, sys.executable, quiet))
     lines.append("exit 0")
@@ -213,10 +218,17 @@ def run_mutmut(mutmut, work, path, command, log, deadline):
                       % restarts)
 
 
-def run_module(mutmut, module, property_runs, log, minutes, keep):
+def run_module(mutmut, module, property_runs, log, minutes, keep, reuse):
     """Run mutmut over one module in its own scratch copy; returns
     ``(counts, survivors)``, survivors as (id, diff)."""
-    work = tempfile.mkdtemp(prefix="fastmig-mutation-%s-" % module)
+    if reuse:
+        # mutmut's cache there keeps the kills (tests only get added, so a
+        # killed mutant stays killed); it tests the rest again.
+        work = os.path.join(reuse, module)
+        os.makedirs(work, exist_ok=True)
+        keep = True
+    else:
+        work = tempfile.mkdtemp(prefix="fastmig-mutation-%s-" % module)
     try:
         scratch_copy(work)
         path = "xend_fastmig/%s.py" % module
@@ -274,6 +286,9 @@ def main(argv=None):
                         "are counted apart")
     parser.add_argument("--keep", action="store_true",
                         help="keep each module's scratch copy")
+    parser.add_argument("--reuse", metavar="DIR",
+                        help="scratch copies in DIR/<module>, kept and "
+                        "used again: only mutants not yet killed are tested")
     args = parser.parse_args(argv)
     if missing_tests():
         parser.error("UNIT_TESTS names missing files: %s"
@@ -296,7 +311,7 @@ def main(argv=None):
         futures = dict(
             (pool.submit(run_module, mutmut, module, property_runs,
                          os.path.join(logs, module + ".log"), args.minutes,
-                         args.keep),
+                         args.keep, args.reuse and os.path.abspath(args.reuse)),
              module)
             for module in modules)
         for future in as_completed(futures):
