@@ -41,7 +41,8 @@ VENV = os.path.join(os.path.expanduser("~"), ".cache", "xend-fastmig",
 # The unit tests that exercise each module, most telling first: mutmut
 # stops at the first failure, so a killed mutant costs little.
 UNIT_TESTS = {
-    "handover": ["test_handover_safety", "test_handover"],
+    "handover": ["test_handover_logs", "test_handover_safety",
+                 "test_handover"],
     "drain": ["test_drain", "test_handover", "test_handover_safety"],
     "verdict": ["test_verdict", "test_sxp_parse", "test_handover_safety",
                 "test_handover"],

@@ -1,0 +1,345 @@
+"""What the handover tells the administrator: xend.log's lines and the
+error ``finish`` raises, word for word, for each way a migration ends.
+
+These are the only trace of a migration's decisions on a real host: a
+line that names the wrong cause, loses its exception text or goes to
+another logger misleads whoever reads xend.log.  Times are left out.
+"""
+
+import re
+import socket
+
+import pytest
+
+from tests.unit.fakes import PlatformError
+from tests.unit.test_handover import (BACKEND, ERR, TAP_BACKEND, Target,
+                                      drain_after, hand_over, make,
+                                      protocol_backend)
+from xend_fastmig import handover as handover_module
+from xend_fastmig.handover import abort_connection, begin
+
+_TIME = re.compile(r"\d+\.\d ms")
+# What is left of a budget when a wait starts depends on the machine.
+_LEFT = re.compile(r"still busy after \d+\.\d s")
+
+
+def lines(xend_log, report=None):
+    """xend's log as "LEVEL message" lines (times as N), and the error."""
+    out = []
+    for record in xend_log.records:
+        if record.name != "xend":
+            out.append("not xend's logger: %s" % record.name)
+        message = _TIME.sub("N ms", record.getMessage())
+        message = _LEFT.sub("still busy after N s", message)
+        out.append("%s %s" % (record.levelname, message))
+    if report is not None and report.error is not None:
+        out.append("error: %s" % (report.error,))
+    return out
+
+
+def test_the_fast_path(store, socketpair, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=())
+    drain_after(store, journal, 0.02)
+    target = Target(target_sock, journal)
+    report = hand_over(dominfo, source, env)
+    target.join()
+    assert lines(xend_log, report) == [
+        'INFO fastmig: domain 7 fast handover: release N ms, drain N '
+        'ms (vbd/51712 backend-gone N ms), unleash N ms, verdict N ms'
+        ', destroy N ms; verdict (ok); outcome running at the target',
+    ]
+
+
+def test_an_err_verdict(store, socketpair, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=())
+    drain_after(store, journal, 0.01)
+    target = Target(target_sock, journal, verdict=ERR)
+    report = hand_over(dominfo, source, env)
+    target.join()
+    assert lines(xend_log, report) == [
+        'WARNING fastmig: domain 7: the migration failed ((err (type '
+        '"x") (value "Restore failed"))); the guest was resumed at th'
+        'e source',
+        'WARNING fastmig: domain 7 fast handover: release N ms, drain'
+        ' N ms (vbd/51712 backend-gone N ms), unleash N ms, verdict N'
+        ' ms, resume N ms; verdict (err (type "x") (value "Restore fa'
+        'iled")); outcome resumed at the source',
+        'error: migration of domain 7 failed ((err (type "x") (value '
+        '"Restore failed"))); it was resumed at the source',
+    ]
+
+
+def test_no_verdict(store, socketpair, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), verdict_timeout=0.2)
+    drain_after(store, journal, 0.01)
+    target = Target(target_sock, journal, verdict=None)
+    report = hand_over(dominfo, source, env)
+    target.join()
+    assert lines(xend_log, report) == [
+        'ERROR fastmig: domain 7: no usable verdict from the target ('
+        'no reply within 0.2 s): the outcome of the migration is UNKN'
+        'OWN; the target may be running the guest, so the source copy'
+        ' is destroyed, as stock 3.1 would have; check the target hos'
+        't',
+        'ERROR fastmig: domain 7 fast handover: release N ms, drain N'
+        ' ms (vbd/51712 backend-gone N ms), unleash N ms, verdict N m'
+        's, destroy N ms; verdict unknown (no reply within 0.2 s); ou'
+        'tcome unknown',
+        'error: migration of domain 7: the outcome is unknown (unknow'
+        'n (no reply within 0.2 s)); the source copy was destroyed an'
+        'd the target may be running it: check the target host',
+    ]
+
+
+def test_a_drain_timeout(store, socketpair, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.2)
+    target = Target(target_sock, journal)
+    report = hand_over(dominfo, source, env)
+    target.join()
+    assert lines(xend_log, report) == [
+        'WARNING fastmig: domain 7: block backends still busy after N'
+        ' s: vbd/51712; falling back to the stock order: destroy the '
+        'domain, wait for its block backends, then release the target',
+        'ERROR fastmig: domain 7: block backends still busy after N s'
+        ': vbd/51712; releasing the target anyway, as stock 3.1 does',
+        'WARNING fastmig: domain 7 stock-order handover: release N ms'
+        ', drain N ms, destroy N ms, drain N ms, unleash N ms, verdic'
+        't N ms; verdict (ok); outcome running at the target; fallbac'
+        'k because block backends still busy after N s: vbd/51712',
+    ]
+
+
+def test_an_err_after_the_stock_order(store, socketpair, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.1)
+    target = Target(target_sock, journal, verdict=b"(err (value x))\n")
+    report = hand_over(dominfo, source, env)
+    target.join()
+    assert lines(xend_log, report) == [
+        'WARNING fastmig: domain 7: block backends still busy after N'
+        ' s: vbd/51712; falling back to the stock order: destroy the '
+        'domain, wait for its block backends, then release the target',
+        'ERROR fastmig: domain 7: block backends still busy after N s'
+        ': vbd/51712; releasing the target anyway, as stock 3.1 does',
+        'ERROR fastmig: domain 7: the target failed after the source '
+        'copy was destroyed: the guest is lost (stock 3.1 would have '
+        'lost it too)',
+        'ERROR fastmig: domain 7 stock-order handover: release N ms, '
+        'drain N ms, destroy N ms, drain N ms, unleash N ms, verdict '
+        'N ms; verdict (err (value x)); outcome lost; fallback becaus'
+        'e block backends still busy after N s: vbd/51712',
+        'error: migration of domain 7 failed after the source copy wa'
+        's destroyed ((err (value x))): the guest is lost',
+    ]
+
+
+def test_a_failed_resume(store, socketpair, mocker, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=())
+    drain_after(store, journal, 0.01)
+    mocker.patch.object(dominfo, "_createDevices",
+                        side_effect=RuntimeError("hotplug failed"))
+    target = Target(target_sock, journal, verdict=ERR)
+    report = hand_over(dominfo, source, env)
+    target.join()
+    assert lines(xend_log, report) == [
+        'ERROR fastmig: domain 7: the migration failed ((err (type "x'
+        '") (value "Restore failed"))) and the source copy could not '
+        'be resumed (see resumeDomain\'s error above): it is suspende'
+        'd at the source and running nowhere',
+        'ERROR fastmig: domain 7 fast handover: release N ms, drain N'
+        ' ms (vbd/51712 backend-gone N ms), unleash N ms, verdict N m'
+        's, resume N ms; verdict (err (type "x") (value "Restore fail'
+        'ed")); outcome suspended at the source, running nowhere',
+        'error: migration of domain 7 failed ((err (type "x") (value '
+        '"Restore failed"))) and it could not be resumed: it is suspe'
+        'nded at the source and running nowhere',
+    ]
+
+
+def test_an_hvm_guest_that_cannot_come_back(store, socketpair, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), hvm=True)
+    drain_after(store, journal, 0.01)
+    target = Target(target_sock, journal, verdict=ERR)
+    report = hand_over(dominfo, source, env)
+    target.join()
+    assert lines(xend_log, report) == [
+        'ERROR fastmig: domain 7: the migration failed ((err (type "x'
+        '") (value "Restore failed"))) and the source copy could not '
+        'be resumed (Xen 3.1 cannot resume an HVM guest whose devices'
+        ' were released): it is suspended at the source and running n'
+        'owhere',
+        'ERROR fastmig: domain 7 fast handover: release N ms, drain N'
+        ' ms (vbd/51712 backend-gone N ms), unleash N ms, verdict N m'
+        's, resume N ms; verdict (err (type "x") (value "Restore fail'
+        'ed")); outcome suspended at the source, running nowhere',
+        'error: migration of domain 7 failed ((err (type "x") (value '
+        '"Restore failed"))) and it could not be resumed: it is suspe'
+        'nded at the source and running nowhere',
+    ]
+
+
+def test_old_backends_that_never_go(store, socketpair, monkeypatch,
+                                    xend_log):
+    source, target_sock = socketpair
+    monkeypatch.setattr(handover_module, "RESUME_GRACE", 0.2)
+    dominfo, env, journal = make(store, vifs=(), protocol=True,
+                                 taps=(51744,), drain_timeout=0.3)
+    protocol_backend(store, journal, BACKEND)
+    protocol_backend(store, journal, TAP_BACKEND, goes=False)
+    target = Target(target_sock, journal, verdict=ERR)
+    report = hand_over(dominfo, source, env)
+    target.join()
+    assert lines(xend_log, report) == [
+        'ERROR fastmig: domain 7: the target failed ((err (type "x") '
+        '(value "Restore failed"))), but the old block backends tap/5'
+        '1744 are still there, so the devices cannot be re-created: t'
+        'he guest stays suspended at the source; resume it once they '
+        'are gone',
+        'ERROR fastmig: domain 7 fast handover: release N ms, drain N'
+        ' ms (vbd/51712 shutdown-done N ms, tap/51744 shutdown-done N'
+        ' ms), unleash N ms, verdict N ms, resume N ms; verdict (err '
+        '(type "x") (value "Restore failed")); outcome suspended at t'
+        'he source, running nowhere',
+        'error: migration of domain 7 failed ((err (type "x") (value '
+        '"Restore failed"))) and it could not be resumed: it is suspe'
+        'nded at the source and running nowhere',
+    ]
+
+
+def test_a_target_that_failed_before_anything_was_released(
+        store, socketpair, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), notes={"SUSPEND_CANCEL": 1})
+    target_sock.sendall(b'(err (type "x") (value "no memory"))\n')
+    report = hand_over(dominfo, source, env)
+    assert lines(xend_log, report) == [
+        'WARNING fastmig: domain 7: the migration failed (migration t'
+        'arget failed: (err (type "x") (value "no memory"))); the gue'
+        'st was resumed at the source',
+        'WARNING fastmig: domain 7 fast handover: resume N ms; verdic'
+        't none; outcome resumed at the source; fallback because migr'
+        'ation target failed: (err (type "x") (value "no memory"))',
+        'error: migration of domain 7 failed (migration target failed'
+        ': (err (type "x") (value "no memory"))); it was resumed at t'
+        'he source',
+    ]
+
+
+def test_a_failed_release(store, socketpair, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.2)
+    store.fail["write"] = (BACKEND, 13)
+    target = Target(target_sock, journal)
+    report = hand_over(dominfo, source, env)
+    target.join()
+    assert lines(xend_log, report) == [
+        "ERROR fastmig: releasing vbd/51712 of domain 7 failed: (13, "
+        "'injected failure')",
+        'WARNING fastmig: domain 7: releasing vbd/51712 failed; falli'
+        'ng back to the stock order: destroy the domain, wait for its'
+        ' block backends, then release the target',
+        'ERROR fastmig: domain 7: block backends still busy after N s'
+        ': vbd/51712; releasing the target anyway, as stock 3.1 does',
+        'WARNING fastmig: domain 7 stock-order handover: release N ms'
+        ', destroy N ms, drain N ms, unleash N ms, verdict N ms; verd'
+        'ict (ok); outcome running at the target; fallback because re'
+        'leasing vbd/51712 failed',
+    ]
+
+
+def test_a_second_migration_is_refused(store, socketpair, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=())
+    first = begin(dominfo, source, False, env)
+    try:
+        with pytest.raises(PlatformError) as info:
+            begin(dominfo, None, False, env)
+    finally:
+        handover_module.registry.release(dominfo, first)
+    assert str(info.value) == "domain 7 is being migrated; try again " \
+        "once that migration has ended"
+
+
+def test_a_failing_reset_of_the_connection(xend_log):
+    sock = socket.socket()
+    sock.close()
+    abort_connection(sock)
+    assert lines(xend_log) == [
+        'WARNING fastmig: resetting the relocation connection failed:'
+        ' [Errno 9] Bad file descriptor',
+    ]
+
+
+def test_no_handover_outside_xend_without_an_environment(store, socketpair,
+                                                         xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=())
+    assert begin(dominfo, source, False) is None
+    assert lines(xend_log) == [
+        "ERROR fastmig: cannot set up the handover; saving domain 7 in the "
+        "stock order"]
+
+
+def test_a_failing_early_release(store, socketpair, mocker, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), early_release=True,
+                                 drain_timeout=0.2)
+    handover = begin(dominfo, source, False, env)
+    mocker.patch.object(handover, "_capture_and_release",
+                        side_effect=RuntimeError("injected"))
+    handover.suspended()
+    assert handover.problem == "the early release failed (injected)"
+    handover_module.registry.release(dominfo, handover)
+    assert lines(xend_log) == [
+        "ERROR fastmig: domain 7: the early release failed"]
+
+
+def test_a_failing_handover_falls_back(store, socketpair, mocker, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.2)
+    handover = begin(dominfo, source, False, env)
+    mocker.patch.object(handover, "_run",
+                        side_effect=RuntimeError("injected"))
+    target = Target(target_sock, journal)
+    report = handover.run()
+    handover.finish()
+    target.join()
+    assert report.reason == "the handover failed (injected)"
+    assert lines(xend_log)[:2] == [
+        "ERROR fastmig: domain 7: the handover failed",
+        "WARNING fastmig: domain 7: the handover failed (injected); "
+        "falling back to the stock order: destroy the domain, wait for "
+        "its block backends, then release the target"]
+
+
+def test_what_fails_after_the_go_is_logged(store, socketpair, mocker,
+                                           xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=())
+    drain_after(store, journal, 0.01)
+    handover = begin(dominfo, source, False, env)
+    mocker.patch.object(handover_module, "read_verdict",
+                        side_effect=RuntimeError("injected read"))
+    mocker.patch.object(dominfo, "destroyDomain",
+                        side_effect=RuntimeError("injected destroy"))
+    target = Target(target_sock, journal)
+    report = handover.run()
+    target.join()
+    with pytest.raises(PlatformError):
+        handover.finish()
+    assert report.verdict.reason == "reading the verdict failed: " \
+        "injected read"
+    assert lines(xend_log)[:3] == [
+        "ERROR fastmig: domain 7: reading the verdict failed",
+        "ERROR fastmig: domain 7: no usable verdict from the target "
+        "(reading the verdict failed: injected read): the outcome of the "
+        "migration is UNKNOWN; the target may be running the guest, so the "
+        "source copy is destroyed, as stock 3.1 would have; check the "
+        "target host",
+        "ERROR fastmig: domain 7: destroying the source copy failed"]
