@@ -12,7 +12,7 @@ import socket
 import pytest
 
 from tests.unit.fakes import PlatformError
-from tests.unit.test_handover import (BACKEND, ERR, TAP_BACKEND, Target,
+from tests.unit.test_handover import (BACKEND, ERR, Target,
                                       drain_after, hand_over, make,
                                       protocol_backend)
 from xend_fastmig import handover as handover_module
@@ -184,28 +184,26 @@ def test_an_hvm_guest_that_cannot_come_back(store, socketpair, xend_log):
     ]
 
 
-def test_old_backends_that_never_go(store, socketpair, monkeypatch,
-                                    xend_log):
+def test_an_old_backend_that_never_goes(store, socketpair, monkeypatch,
+                                       xend_log):
     source, target_sock = socketpair
     monkeypatch.setattr(handover_module, "RESUME_GRACE", 0.2)
     dominfo, env, journal = make(store, vifs=(), protocol=True,
-                                 taps=(51744,), drain_timeout=0.3)
-    protocol_backend(store, journal, BACKEND)
-    protocol_backend(store, journal, TAP_BACKEND, goes=False)
+                                 drain_timeout=0.3)
+    protocol_backend(store, journal, BACKEND, goes=False)
     target = Target(target_sock, journal, verdict=ERR)
     report = hand_over(dominfo, source, env)
     target.join()
     assert lines(xend_log, report) == [
         'ERROR fastmig: domain 7: the target failed ((err (type "x") '
-        '(value "Restore failed"))), but the old block backends tap/5'
-        '1744 are still there, so the devices cannot be re-created: t'
+        '(value "Restore failed"))), but the old block backends vbd/5'
+        '1712 are still there, so the devices cannot be re-created: t'
         'he guest stays suspended at the source; resume it once they '
         'are gone',
         'ERROR fastmig: domain 7 fast handover: release N ms, drain N'
-        ' ms (vbd/51712 shutdown-done N ms, tap/51744 shutdown-done N'
-        ' ms), unleash N ms, verdict N ms, resume N ms; verdict (err '
-        '(type "x") (value "Restore failed")); outcome suspended at t'
-        'he source, running nowhere',
+        ' ms (vbd/51712 shutdown-done N ms), unleash N ms, verdict N '
+        'ms, resume N ms; verdict (err (type "x") (value "Restore fai'
+        'led")); outcome suspended at the source, running nowhere',
         'error: migration of domain 7 failed ((err (type "x") (value '
         '"Restore failed"))) and it could not be resumed: it is suspe'
         'nded at the source and running nowhere',
