@@ -163,3 +163,23 @@ def test_a_backend_id_naming_a_bystander_finds_nothing_of_it(store):
     devices, problems = capture_block_devices(store, 7, dompath)
     assert problems == []
     assert [d.backend for d in devices] == [BACKEND]
+
+
+def test_what_the_capture_logs_word_for_word(store, xend_log):
+    """On xend's own logger, naming the backend, the frontend, the domain
+    and the device (the only trace of a rewriting guest in xend.log)."""
+    dompath = store_domain(store)
+    _bystander(store)
+    store.write(BACKEND + "/frontend", "/local/domain/8/device/vbd/51712")
+    store.write(FRONTEND + "/backend", BYSTANDER)
+    capture_block_devices(store, 7, dompath)
+    assert [(record.name, record.levelname, record.getMessage())
+            for record in xend_log.records] == [
+        ("xend", "WARNING",
+         "fastmig: %s names frontend '/local/domain/8/device/vbd/51712', "
+         "which is not domain 7's device 51712; its frontend is left alone"
+         % BACKEND),
+        ("xend", "WARNING",
+         "fastmig: domain 7's frontend %s names backend %r; dom0's tree "
+         "says None: the guest's name is not used" % (FRONTEND, BYSTANDER)),
+    ]
