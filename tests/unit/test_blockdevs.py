@@ -1,7 +1,7 @@
 """Capture: block devices are named from dom0's own tree, never the guest's."""
 
 from tests.unit.fakes import write_pv_domain
-from xend_fastmig.blockdevs import capture_block_devices
+from xend_fastmig.blockdevs import BlockDevice, capture_block_devices
 
 BACKEND = "/local/domain/0/backend/vbd/7/51712"
 FRONTEND = "/local/domain/7/device/vbd/51712"
@@ -183,3 +183,27 @@ def test_what_the_capture_logs_word_for_word(store, xend_log):
          "fastmig: domain 7's frontend %s names backend %r; dom0's tree "
          "says None: the guest's name is not used" % (FRONTEND, BYSTANDER)),
     ]
+
+
+def test_a_device_nobody_said_speaks_shutdown_request_is_classic():
+    """As dom0_block_backends builds them for the stock-order fallback."""
+    device = BlockDevice("vbd", "51712", BACKEND, 0)
+    assert device.protocol is False
+    assert device.frontend is None
+    assert repr(device) == "BlockDevice(vbd/51712, backend=%s, " \
+        "protocol=False)" % BACKEND
+
+
+def test_a_frontend_under_device_tap_is_the_domains_own_too(store, xend_log):
+    """Frontends are looked for under device/vbd and device/tap: 3.1 puts
+    a tap disk's under vbd, a layout with device/tap is read the same."""
+    dompath = store_domain(store, vbds=(), taps=(51744,), vifs=())
+    tap_backend = "/local/domain/0/backend/tap/7/51744"
+    store.remove(dompath + "/device/vbd/51744")
+    store.write(dompath + "/device/tap/51744/backend", tap_backend)
+    store.write(dompath + "/device/tap/51744/backend-id", "0")
+    store.write(tap_backend + "/frontend", dompath + "/device/tap/51744")
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert problems == []
+    assert [d.frontend for d in devices] == [dompath + "/device/tap/51744"]
+    assert xend_log.records == []

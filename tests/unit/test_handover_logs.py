@@ -44,6 +44,8 @@ def test_the_fast_path(store, socketpair, xend_log):
     target = Target(target_sock, journal)
     report = hand_over(dominfo, source, env)
     target.join()
+    # No fallback, so no reason for one (a string all the same).
+    assert report.reason == ""
     assert lines(xend_log, report) == [
         'INFO fastmig: domain 7 fast handover: release N ms, drain N '
         'ms (vbd/51712 backend-gone N ms), unleash N ms, verdict N ms'
@@ -341,3 +343,16 @@ def test_what_fails_after_the_go_is_logged(store, socketpair, mocker,
         "source copy is destroyed, as stock 3.1 would have; check the "
         "target host",
         "ERROR fastmig: domain 7: destroying the source copy failed"]
+
+
+def test_a_migration_that_lost_the_race_for_the_domain_is_refused(
+        store, socketpair, mocker):
+    """Free when looked up, taken by a concurrent begin when claimed."""
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=())
+    mocker.patch.object(handover_module.registry, "claim",
+                        return_value=False)
+    with pytest.raises(PlatformError) as info:
+        begin(dominfo, source, False, env)
+    assert str(info.value) == "domain 7 is being migrated; try again " \
+        "once that migration has ended"
