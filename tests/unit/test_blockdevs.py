@@ -207,3 +207,22 @@ def test_a_frontend_under_device_tap_is_the_domains_own_too(store, xend_log):
     assert problems == []
     assert [d.frontend for d in devices] == [dompath + "/device/tap/51744"]
     assert xend_log.records == []
+
+
+def test_a_junk_device_id_leaves_the_others_of_its_class_captured(store):
+    dompath = store_domain(store, vbds=(), taps=(51744,))
+    junk = "/local/domain/0/backend/tap/7/0junk"
+    store.write(junk + "/frontend-id", "7")
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert problems == ["%s: device id '0junk' is not a number" % junk]
+    assert [d.name() for d in devices] == ["tap/51744"]
+
+
+def test_a_backend_id_that_is_missing_or_no_number_is_no_hint(store):
+    dompath = store_domain(store, vbds=(51712, 51728))
+    store.remove(FRONTEND + "/backend-id")
+    store.write(dompath + "/device/vbd/51728/backend-id", "dom0")
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert problems == []
+    assert [d.backend for d in devices] == [
+        BACKEND, "/local/domain/0/backend/vbd/7/51728"]

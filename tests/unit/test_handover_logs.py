@@ -16,7 +16,7 @@ from tests.unit.test_handover import (BACKEND, ERR, Target,
                                       drain_after, hand_over, make,
                                       protocol_backend)
 from xend_fastmig import handover as handover_module
-from xend_fastmig.handover import abort_connection, begin
+from xend_fastmig.handover import HandoverReport, abort_connection, begin
 
 _TIME = re.compile(r"\d+\.\d ms")
 # What is left of a budget when a wait starts depends on the machine.
@@ -356,3 +356,20 @@ def test_a_migration_that_lost_the_race_for_the_domain_is_refused(
         begin(dominfo, source, False, env)
     assert str(info.value) == "domain 7 is being migrated; try again " \
         "once that migration has ended"
+
+
+def test_the_summary_line_of_a_report():
+    report = HandoverReport(7)
+    assert (report.reason, report.devices, report.verdict) == ("", [], None)
+    report.phase("release", 0.0015)
+    report.phase("drain", 0.5)
+    report.devices = [("vbd/51712", "backend-gone", 0.25)]
+    report.outcome = "running at the target"
+    assert report.phase_seconds("drain") == 0.5
+    assert report.phase_seconds("release") == 0.0015
+    assert report.phase_seconds("verdict") is None
+    assert report.summary() == "fastmig: domain 7 fast handover: release " \
+        "1.5 ms, drain 500.0 ms (vbd/51712 backend-gone 250.0 ms); verdict " \
+        "none; outcome running at the target"
+    report.reason = "why"
+    assert report.summary().endswith("; fallback because why")
