@@ -8,11 +8,12 @@ another logger misleads whoever reads xend.log.  Times are left out.
 
 import re
 import socket
+import threading
 
 import pytest
 
 from tests.unit.fakes import PlatformError
-from tests.unit.test_handover import (BACKEND, ERR, Target,
+from tests.unit.test_handover import (BACKEND, ERR, Target, _wait_until,
                                       drain_after, hand_over, make,
                                       protocol_backend)
 from xend_fastmig import handover as handover_module
@@ -373,3 +374,156 @@ def test_the_summary_line_of_a_report():
         "none; outcome running at the target"
     report.reason = "why"
     assert report.summary().endswith("; fallback because why")
+
+
+def test_a_failed_save(store, socketpair, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), notes={"SUSPEND_CANCEL": 1})
+    handover = begin(dominfo, source, False, env)
+    try:
+        raise IOError("xc_save failed")
+    except IOError:
+        handover.failed()
+    with pytest.raises(PlatformError) as info:
+        handover.finish()
+    assert handover.report.reason == "the save failed: xc_save failed"
+    assert str(info.value) == "migration of domain 7 failed (the save " \
+        "failed: xc_save failed); it was resumed at the source"
+
+
+def test_a_failed_save_after_the_go_resumes_nothing(store, socketpair):
+    """Cannot happen (run never raises), and must not resume if it did."""
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=())
+    handover = begin(dominfo, source, False, env)
+    handover.unleashed = True
+    try:
+        raise IOError("xc_save failed")
+    except IOError:
+        handover.failed()
+    handover_module.registry.release(dominfo, handover)
+    assert handover.report.outcome == handover_module.UNKNOWN
+    assert handover.report.reason == "the save failed: xc_save failed"
+    assert journal == []
+
+
+def test_a_failing_recovery_from_a_failed_save(store, socketpair, mocker,
+                                               xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=())
+    handover = begin(dominfo, source, False, env)
+    mocker.patch.object(handover, "_resume",
+                        side_effect=RuntimeError("injected"))
+    handover.failed()
+    handover_module.registry.release(dominfo, handover)
+    assert handover.report.outcome == handover_module.UNKNOWN
+    assert lines(xend_log) == [
+        "ERROR fastmig: domain 7: recovering from the failed save failed"]
+
+
+@pytest.mark.parametrize("state,outcome,journal_after", [
+    ("unleashed", "unknown", ["destroyDomain"]),
+    ("destroyed", "lost", []),
+])
+def test_an_error_inside_run_never_leaves_two_copies(
+        store, socketpair, mocker, state, outcome, journal_after):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=())
+    handover = begin(dominfo, source, False, env)
+
+    def fail():
+        setattr(handover, state, True)
+        raise RuntimeError("injected")
+    mocker.patch.object(handover, "_run", side_effect=fail)
+    report = handover.run()
+    handover_module.registry.release(dominfo, handover)
+    assert report.outcome == outcome
+    assert journal == journal_after
+
+
+def test_a_failing_fallback_after_an_error_inside_run(store, socketpair,
+                                                      mocker, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=())
+    handover = begin(dominfo, source, False, env)
+    mocker.patch.object(handover, "_run",
+                        side_effect=RuntimeError("injected"))
+    mocker.patch.object(handover, "_stock_order",
+                        side_effect=RuntimeError("injected again"))
+    report = handover.run()
+    handover_module.registry.release(dominfo, handover)
+    assert report.outcome == handover_module.UNKNOWN
+    assert lines(xend_log) == [
+        "ERROR fastmig: domain 7: the handover failed",
+        "ERROR fastmig: domain 7: the stock-order fallback failed"]
+
+
+def test_nothing_to_wait_for_when_no_backend_can_be_listed(
+        store, socketpair, monkeypatch, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.2)
+
+    def broken(*args):
+        raise RuntimeError("injected")
+    monkeypatch.setattr(handover_module, "capture_block_devices", broken)
+    monkeypatch.setattr(handover_module, "dom0_block_backends", broken)
+    target = Target(target_sock, journal)
+    report = hand_over(dominfo, source, env)
+    target.join()
+    assert report.reason == "the block devices could not be read (injected)"
+    assert lines(xend_log)[1] == "ERROR fastmig: domain 7: cannot list its " \
+        "block backends (injected); nothing to wait for"
+
+
+class _NoHalfClose(object):
+    """A relocation socket whose half-close fails."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def shutdown(self, how):
+        raise socket.error(107, "Transport endpoint is not connected")
+
+
+def test_a_failing_half_close(store, socketpair, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), verdict_timeout=0.2)
+    drain_after(store, journal, 0.01)
+    report = hand_over(dominfo, _NoHalfClose(source), env)
+    assert lines(xend_log)[0] == "ERROR fastmig: domain 7: half-closing " \
+        "the relocation connection failed: [Errno 107] Transport endpoint " \
+        "is not connected"
+
+
+def test_a_resume_after_a_drain_that_never_came(store, socketpair,
+                                                monkeypatch, mocker,
+                                                xend_log):
+    """A shutdown-request backend that never wrote shutdown-done, and a
+    target that failed meanwhile: torn down anyway, and still there."""
+    source, target_sock = socketpair
+    monkeypatch.setattr(handover_module, "RESUME_GRACE", 0.2)
+    dominfo, env, journal = make(store, vifs=(), protocol=True,
+                                 drain_timeout=0.2)
+    mocker.patch.object(handover_module, "tear_down_confirmed",
+                        side_effect=RuntimeError("injected"))
+
+    def fail_once_released():
+        # After the first look, well before the drain times out.
+        _wait_until(lambda: store.read(BACKEND + "/shutdown-request"))
+        target_sock.sendall(ERR)
+    threading.Thread(target=fail_once_released).start()
+    report = hand_over(dominfo, source, env)
+    assert report.outcome == handover_module.SUSPENDED
+    assert lines(xend_log)[:3] == [
+        "WARNING fastmig: domain 7: block backends still busy after N s: "
+        "vbd/51712; tearing them down anyway",
+        "WARNING fastmig: domain 7: tearing down vbd/51712 failed: injected",
+        'ERROR fastmig: domain 7: the target failed (block backends still '
+        'busy after N s: vbd/51712; then migration target failed: (err '
+        '(type "x") (value "Restore failed"))), but the old '
+        'block backends vbd/51712 are still there, so the devices cannot be '
+        're-created: the guest stays suspended at the source; resume it '
+        'once they are gone']
