@@ -527,3 +527,30 @@ def test_a_resume_after_a_drain_that_never_came(store, socketpair,
         'block backends vbd/51712 are still there, so the devices cannot be '
         're-created: the guest stays suspended at the source; resume it '
         'once they are gone']
+
+
+def test_a_guest_of_unknown_kind_keeps_its_devices_until_the_image_is_out(
+        store, socketpair, mocker):
+    """Not known to be PV: no early release (see ``suspended``)."""
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), early_release=True)
+    mocker.patch.object(dominfo.info, "is_hvm",
+                        side_effect=RuntimeError("injected"))
+    handover = begin(dominfo, source, False, env)
+    handover.suspended()
+    handover_module.registry.release(dominfo, handover)
+    assert dominfo.releases == []
+    assert handover.report.early_release is False
+
+
+def test_a_drain_wait_with_nothing_captured_waits_for_nothing(store,
+                                                             socketpair):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=())
+    handover = begin(dominfo, source, False, env)
+    try:
+        assert handover.devices is None
+        assert handover._remaining() == 5.0
+        assert handover.wait_for_drain() == []
+    finally:
+        handover_module.registry.release(dominfo, handover)
