@@ -226,3 +226,21 @@ def test_a_backend_id_that_is_missing_or_no_number_is_no_hint(store):
     assert problems == []
     assert [d.backend for d in devices] == [
         BACKEND, "/local/domain/0/backend/vbd/7/51728"]
+
+
+def test_a_backend_gone_or_foreign_leaves_the_next_ones_captured(store):
+    """Each backend is judged on its own: the first one vanishing (or
+    naming another domain) says nothing about the ones after it."""
+    dompath = store_domain(store, vbds=(51712, 51728, 51744))
+    real_read = store.read
+
+    def read(path):
+        if path == BACKEND + "/frontend-id":
+            store.remove(BACKEND)
+        return real_read(path)
+    store.read = read
+    store.write("/local/domain/0/backend/vbd/7/51728/frontend-id", "8")
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert [d.name() for d in devices] == ["vbd/51744"]
+    assert problems == ["/local/domain/0/backend/vbd/7/51728 names frontend "
+                        "domain '8', not 7"]
