@@ -362,16 +362,18 @@ def test_a_migration_that_lost_the_race_for_the_domain_is_refused(
 def test_the_summary_line_of_a_report():
     report = HandoverReport(7)
     assert (report.reason, report.devices, report.verdict) == ("", [], None)
-    report.phase("release", 0.0015)
+    report.phase("release", 0.25)
     report.phase("drain", 0.5)
-    report.devices = [("vbd/51712", "backend-gone", 0.25)]
+    report.devices = [("vbd/51712", "backend-gone", 0.25),
+                      ("tap/51744", "shutdown-done", 0.5)]
     report.outcome = "running at the target"
     assert report.phase_seconds("drain") == 0.5
-    assert report.phase_seconds("release") == 0.0015
+    assert report.phase_seconds("release") == 0.25
     assert report.phase_seconds("verdict") is None
     assert report.summary() == "fastmig: domain 7 fast handover: release " \
-        "1.5 ms, drain 500.0 ms (vbd/51712 backend-gone 250.0 ms); verdict " \
-        "none; outcome running at the target"
+        "250.0 ms, drain 500.0 ms (vbd/51712 backend-gone 250.0 ms, " \
+        "tap/51744 shutdown-done 500.0 ms); verdict none; outcome running " \
+        "at the target"
     report.reason = "why"
     assert report.summary().endswith("; fallback because why")
 
