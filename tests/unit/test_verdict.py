@@ -334,3 +334,16 @@ def test_what_read_reply_says_when_there_is_no_reply(socketpair):
     assert read_reply(source, 0.2) == (None, "no reply within 0.2 s")
     assert read_reply(source, 5, already="(" + "x" * MAX_REPLY_BYTES) == (
         None, "reply longer than 65536 bytes")
+
+
+def test_read_reply_names_a_reset_connection():
+    source, target = _tcp_pair()
+    import struct
+    try:
+        target.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                          struct.pack("ii", 1, 0))
+        target.close()
+        assert read_reply(source, 5) == (
+            None, "connection error: [Errno 104] Connection reset by peer")
+    finally:
+        source.close()
