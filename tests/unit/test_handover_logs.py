@@ -556,3 +556,42 @@ def test_a_drain_wait_with_nothing_captured_waits_for_nothing(store,
         assert handover.wait_for_drain() == []
     finally:
         handover_module.registry.release(dominfo, handover)
+
+
+def _stock_order_reason(socketpair, dominfo, env, journal):
+    source, target_sock = socketpair
+    target = Target(target_sock, journal)
+    report = hand_over(dominfo, source, env)
+    target.join()
+    assert report.path == handover_module.STOCK_ORDER
+    return report.reason
+
+
+def test_why_the_stock_order_was_taken(store, socketpair, mocker):
+    """The fallback's reason names what went wrong and with what error."""
+    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.2)
+    drain_after(store, journal, 0.01)
+    mocker.patch.object(dominfo, "testDeviceComplete",
+                        side_effect=MemoryError("injected"))
+    assert _stock_order_reason(socketpair, dominfo, env, journal) == \
+        "the drain wait failed (injected)"
+
+
+def test_why_the_stock_order_was_taken_after_a_failing_release(
+        store, socketpair, mocker):
+    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.2)
+    mocker.patch.object(dominfo, "_releaseDevices",
+                        side_effect=RuntimeError("injected"))
+    assert _stock_order_reason(socketpair, dominfo, env, journal) == \
+        "releasing the devices failed (injected)"
+
+
+def test_every_problem_of_the_capture_is_in_the_reason(store, socketpair):
+    dominfo, env, journal = make(store, vifs=(), vbds=(51712, 51728),
+                                 drain_timeout=0.2)
+    second = "/local/domain/0/backend/vbd/7/51728"
+    store.write(BACKEND + "/frontend-id", "8")
+    store.write(second + "/frontend-id", "9")
+    assert _stock_order_reason(socketpair, dominfo, env, journal) == \
+        "%s names frontend domain '8', not 7; %s names frontend domain " \
+        "'9', not 7" % (BACKEND, second)
