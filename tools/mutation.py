@@ -175,6 +175,13 @@ def stop(process):
             pass
 
 
+def restore(work, path):
+    """The module as it is in the working tree, and no mutmut backup."""
+    shutil.copy2(os.path.join(REPO, path), os.path.join(work, path))
+    if os.path.exists(os.path.join(work, path + ".bak")):
+        os.remove(os.path.join(work, path + ".bak"))
+
+
 def run_mutmut(mutmut, work, path, command, log, deadline):
     """mutmut run over ``path`` until no mutant is left untested or the
     deadline; returns how many times it had to be started again."""
@@ -182,9 +189,7 @@ def run_mutmut(mutmut, work, path, command, log, deadline):
     with open(log, "w") as out:
         while True:
             # A run ended mid-mutant leaves the mutant in place.
-            shutil.copy2(os.path.join(REPO, path), os.path.join(work, path))
-            if os.path.exists(os.path.join(work, path + ".bak")):
-                os.remove(os.path.join(work, path + ".bak"))
+            restore(work, path)
             out.flush()
             seen = os.path.getsize(log)
             # Its own session, so that all of it can be ended.
@@ -276,6 +281,9 @@ def run_module(mutmut, module, property_runs, log, minutes, keep, reuse):
                                int(10 * baseline + 60))
         restarts = run_mutmut(mutmut, work, path, command, log,
                               started + minutes * 60)
+        # Stopped mid-mutant, mutmut leaves it in place; mutmut's own
+        # commands would read it as the original and corrupt the cache.
+        restore(work, path)
         rechecked = recheck_survivors(mutmut, work, path)
         counts = {"untested": untested(work), "rechecked": rechecked}
         ids = {}
