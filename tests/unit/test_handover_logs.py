@@ -9,6 +9,7 @@ another logger misleads whoever reads xend.log.  Times are left out.
 import re
 import socket
 import threading
+import time
 
 import pytest
 
@@ -595,3 +596,33 @@ def test_every_problem_of_the_capture_is_in_the_reason(store, socketpair):
     assert _stock_order_reason(socketpair, dominfo, env, journal) == \
         "%s names frontend domain '8', not 7; %s names frontend domain " \
         "'9', not 7" % (BACKEND, second)
+
+
+def test_every_failed_release_is_in_the_reason(store, socketpair):
+    dominfo, env, journal = make(store, vifs=(), vbds=(51712, 51728),
+                                 drain_timeout=0.2)
+    store.fail["write"] = ("/local/domain/0/backend/vbd/7/", 13)
+    assert _stock_order_reason(socketpair, dominfo, env, journal) == \
+        "releasing vbd/51712, vbd/51728 failed"
+
+
+def test_the_stock_order_waits_for_the_captured_backends(store, socketpair):
+    """Not dom0's listing: a driver domain's backend is waited for too."""
+    source, target_sock = socketpair
+    backend = "/local/domain/3/backend/vbd/7/51712"
+    dominfo, env, journal = make(store, vifs=(), backend_domid=3,
+                                 drain_timeout=2.0)
+    store.fail["write"] = (backend, 13)
+
+    def drain_after_destroy():
+        _wait_until(lambda: "destroyDomain" in journal)
+        time.sleep(0.05)
+        journal.append("backend drained")
+        store.remove(backend)
+    threading.Thread(target=drain_after_destroy).start()
+    target = Target(target_sock, journal)
+    report = hand_over(dominfo, source, env)
+    target.join()
+    assert report.path == handover_module.STOCK_ORDER
+    assert journal == ["destroyDomain", "backend drained", "target released"]
+    assert [name for name, _, _ in report.devices] == ["vbd/51712"]
