@@ -626,3 +626,32 @@ def test_the_stock_order_waits_for_the_captured_backends(store, socketpair):
     assert report.path == handover_module.STOCK_ORDER
     assert journal == ["destroyDomain", "backend drained", "target released"]
     assert [name for name, _, _ in report.devices] == ["vbd/51712"]
+
+
+def test_the_stock_orders_budget_includes_the_destroy(store, socketpair,
+                                                     mocker, monkeypatch):
+    """One budget, the drain timeout, from the stock order's start: a slow
+    destroy (seconds per GB) leaves less of it for the wait."""
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.5)
+    waits = []
+
+    real = handover_module.DrainWaiter
+
+    class RecordingWaiter(real):
+        def __init__(self, store_, devices, timeout, gone_only=False):
+            waits.append(timeout)
+            real.__init__(self, store_, devices, timeout, gone_only)
+    monkeypatch.setattr(handover_module, "DrainWaiter", RecordingWaiter)
+    mocker.patch.object(dominfo, "destroyDomain",
+                        side_effect=lambda: time.sleep(0.3))
+    handover = begin(dominfo, source, False, env)
+    # Nothing captured yet: the stock order makes the budget itself.
+    mocker.patch.object(handover, "_run",
+                        side_effect=RuntimeError("injected"))
+    target = Target(target_sock, journal)
+    handover.run()
+    handover.finish()
+    target.join()
+    assert len(waits) == 1
+    assert waits[0] <= 0.5 - 0.3 + 0.05, waits
