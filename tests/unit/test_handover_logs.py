@@ -655,3 +655,24 @@ def test_the_stock_orders_budget_includes_the_destroy(store, socketpair,
     target.join()
     assert len(waits) == 1
     assert waits[0] <= 0.5 - 0.3 + 0.05, waits
+
+
+def test_an_error_after_the_go_never_resumes_nor_releases_twice(
+        store, socketpair, mocker):
+    """Once released, the target may run the guest: an error inside run
+    after the go destroys the source copy and says "unknown"."""
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=())
+    drain_after(store, journal, 0.01)
+    handover = begin(dominfo, source, False, env)
+    mocker.patch.object(handover, "_read_verdict",
+                        side_effect=RuntimeError("injected"))
+    target = Target(target_sock, journal)
+    report = handover.run()
+    target.join()
+    with pytest.raises(PlatformError):
+        handover.finish()
+    assert report.outcome == handover_module.UNKNOWN
+    assert journal == ["backend drained", "target released",
+                       "destroyDomain"]
+    assert [name for name, _ in report.phases].count("unleash") == 1
