@@ -676,3 +676,21 @@ def test_an_error_after_the_go_never_resumes_nor_releases_twice(
     assert journal == ["backend drained", "target released",
                        "destroyDomain"]
     assert [name for name, _ in report.phases].count("unleash") == 1
+
+
+def test_no_verdict_after_the_stock_order(store, socketpair, xend_log):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.1,
+                                 verdict_timeout=0.2)
+    target = Target(target_sock, journal, verdict=None)
+    report = hand_over(dominfo, source, env)
+    target.join()
+    assert report.outcome == handover_module.UNKNOWN
+    assert lines(xend_log, report)[-2:] == [
+        "ERROR fastmig: domain 7 stock-order handover: release N ms, drain "
+        "N ms, destroy N ms, drain N ms, unleash N ms, verdict N ms; "
+        "verdict unknown (no reply within 0.2 s); outcome unknown; fallback "
+        "because block backends still busy after N s: vbd/51712",
+        "error: migration of domain 7: the outcome is unknown (unknown (no "
+        "reply within 0.2 s)); the source copy was destroyed and the target "
+        "may be running it: check the target host"]
