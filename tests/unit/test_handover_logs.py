@@ -694,3 +694,18 @@ def test_no_verdict_after_the_stock_order(store, socketpair, xend_log):
         "error: migration of domain 7: the outcome is unknown (unknown (no "
         "reply within 0.2 s)); the source copy was destroyed and the target "
         "may be running it: check the target host"]
+
+
+def test_an_error_after_the_destroy_says_lost_and_destroys_once(
+        store, socketpair, mocker):
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.1)
+    handover = begin(dominfo, source, False, env)
+    mocker.patch.object(handover, "_unleash",
+                        side_effect=RuntimeError("injected"))
+    report = handover.run()
+    with pytest.raises(PlatformError):
+        handover.finish()
+    assert report.path == handover_module.STOCK_ORDER
+    assert report.outcome == handover_module.LOST
+    assert journal == ["destroyDomain"]
