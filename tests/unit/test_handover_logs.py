@@ -673,8 +673,9 @@ def test_an_error_after_the_go_never_resumes_nor_releases_twice(
     with pytest.raises(PlatformError):
         handover.finish()
     assert report.outcome == handover_module.UNKNOWN
-    assert journal == ["backend drained", "target released",
-                       "destroyDomain"]
+    # The target notes its release on its own thread: in either order.
+    assert sorted(journal) == ["backend drained", "destroyDomain",
+                               "target released"]
     assert [name for name, _ in report.phases].count("unleash") == 1
 
 
