@@ -710,3 +710,22 @@ def test_an_error_after_the_destroy_says_lost_and_destroys_once(
     assert report.path == handover_module.STOCK_ORDER
     assert report.outcome == handover_module.LOST
     assert journal == ["destroyDomain"]
+
+
+def test_every_old_backend_still_there_is_named(store, socketpair,
+                                                monkeypatch, xend_log):
+    source, target_sock = socketpair
+    monkeypatch.setattr(handover_module, "RESUME_GRACE", 0.2)
+    dominfo, env, journal = make(store, vifs=(), protocol=True,
+                                 taps=(51744,), drain_timeout=0.2)
+
+    def fail_once_released():
+        _wait_until(lambda: store.read(BACKEND + "/shutdown-request"))
+        target_sock.sendall(ERR)
+    threading.Thread(target=fail_once_released).start()
+    report = hand_over(dominfo, source, env)
+    assert report.outcome == handover_module.SUSPENDED
+    still = [line for line in lines(xend_log) if "are still there" in line]
+    assert len(still) == 1
+    assert "the old block backends vbd/51712, tap/51744 are still there" \
+        in still[0]
