@@ -347,3 +347,30 @@ def test_read_reply_names_a_reset_connection():
             None, "connection error: [Errno 104] Connection reset by peer")
     finally:
         source.close()
+
+
+class _InterruptedOnce(object):
+    """A socket whose first recv is interrupted by a signal (EINTR), as on
+    the Pythons before 3.5, which do not retry it themselves."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.interrupted = False
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def recv(self, size):
+        if not self.interrupted:
+            self.interrupted = True
+            import errno
+            raise socket.error(errno.EINTR, "Interrupted system call")
+        return self._sock.recv(size)
+
+
+def test_an_interrupted_read_is_retried(socketpair):
+    source, target = socketpair
+    target.sendall(b"(ok)\n")
+    interrupted = _InterruptedOnce(source)
+    assert read_reply(interrupted, 5) == ("(ok)", "")
+    assert interrupted.interrupted
