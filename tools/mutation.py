@@ -230,14 +230,26 @@ def recheck_survivors(mutmut, work, path):
     mutmut 2.5.1 looks a mutant's cached status up by its line's text:
     of two identical lines (the same message raised in two places) the
     second takes the first's status, so with the tests changed since, a
-    survivor there is never tested again.  Returns how many were killed
+    survivor there is never tested again.  Only survivors tested against
+    other tests than these are tested again.  Returns how many were killed
     now (they are recorded as killed)."""
     import sqlite3
-    found = subprocess.run([mutmut, "result-ids", "survived"], cwd=work,
-                           capture_output=True, text=True)
+    # mutmut's own hash of the tests, by its own code.
+    current = subprocess.run(
+        [os.path.join(VENV, "bin", "python"), "-c",
+         "from mutmut.cache import hash_of_tests; "
+         "print(hash_of_tests(['tests']))"],
+        cwd=work, capture_output=True, text=True).stdout.strip()
+    db = sqlite3.connect(os.path.join(work, ".mutmut-cache"))
+    try:
+        stale = [str(row[0]) for row in db.execute(
+            "select id from Mutant where status = 'bad_survived' and "
+            "tested_against_hash != ?", (current,))]
+    finally:
+        db.close()
     original = os.path.join(REPO, path)
     killed = 0
-    for mutant in found.stdout.split():
+    for mutant in stale:
         shutil.copy2(original, os.path.join(work, path))
         subprocess.run([mutmut, "apply", mutant], cwd=work,
                        capture_output=True)
