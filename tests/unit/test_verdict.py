@@ -334,6 +334,9 @@ def test_what_read_reply_says_when_there_is_no_reply(socketpair):
     assert read_reply(source, 0.2) == (None, "no reply within 0.2 s")
     assert read_reply(source, 5, already="(" + "x" * MAX_REPLY_BYTES) == (
         None, "reply longer than 65536 bytes")
+    target.close()
+    assert read_reply(source, 5) == (
+        None, "the target closed the connection without a reply")
 
 
 def test_read_reply_names_a_reset_connection():
