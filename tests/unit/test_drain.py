@@ -190,3 +190,23 @@ def test_a_lost_watch_event_costs_at_most_the_recheck_interval(store):
     later(0.1, vanish_silently)
     confirmed = DrainWaiter(store, devices, 3).wait()
     assert [how for _, how, _ in confirmed] == ["backend-gone"]
+
+
+def test_outside_a_handover_the_drain_wait_finds_the_devices_itself(
+        store, monkeypatch, xend_log):
+    """testDeviceComplete(io_done=True) with no handover under way: the
+    devices found now, xend's store, the configured drain timeout."""
+    from xend_fastmig import xendenv
+    from xend_fastmig.handover import Environment
+    from xend_fastmig.options import FastMigrationOptions
+    env = Environment(store, None, FastMigrationOptions(drain_timeout=0.3))
+    monkeypatch.setattr(xendenv, "xend_environment", lambda: env)
+    write_pv_domain(store, 7, vbds=(51712, 51728))
+    store.write("/local/domain/0/backend/vbd/7/51728/frontend-id", "8")
+    later(0.05, lambda: store.remove(BACKEND))
+    assert [how for _, how, _ in drain.wait_for_drain(FakeDomInfo(store))] \
+        == ["backend-gone"]
+    assert [(record.name, record.getMessage())
+            for record in xend_log.records] == [
+        ("xend", "fastmig: /local/domain/0/backend/vbd/7/51728 names "
+         "frontend domain '8', not 7")]
