@@ -206,7 +206,6 @@ def test_outside_a_handover_the_drain_wait_finds_the_devices_itself(
     later(0.05, lambda: store.remove(BACKEND))
     assert [how for _, how, _ in drain.wait_for_drain(FakeDomInfo(store))] \
         == ["backend-gone"]
-    assert [(record.name, record.getMessage())
-            for record in xend_log.records] == [
-        ("xend", "fastmig: /local/domain/0/backend/vbd/7/51728 names "
-         "frontend domain '8', not 7")]
+    assert ("xend", "fastmig: /local/domain/0/backend/vbd/7/51728 names "
+            "frontend domain '8', not 7") in [
+        (record.name, record.getMessage()) for record in xend_log.records]
