@@ -170,8 +170,10 @@ def test_with_watches_an_unchanged_backend_is_not_read_again_and_again(
     store.read = read
     with pytest.raises(DrainTimeout):
         DrainWaiter(store, devices, 0.3).wait()
-    # One look at the start, none until a watch fires (or the recheck).
-    assert len(reads) <= 3, len(reads)
+    # A look at the start and one per watch event (the registration's,
+    # and any other the fake's watcher thread delivers), not a busy loop
+    # (thousands in 0.3 s).
+    assert len(reads) <= 10, len(reads)
 
 
 def test_a_lost_watch_event_costs_at_most_the_recheck_interval(store):
