@@ -217,3 +217,18 @@ def test_outside_a_handover_the_drain_wait_finds_the_devices_itself(
     assert ("xend", "fastmig: /local/domain/0/backend/vbd/7/51728 names "
             "frontend domain '8', not 7") in [
         (record.name, record.getMessage()) for record in xend_log.records]
+
+
+def test_dom0s_block_backends_of_a_domain(store, xend_log):
+    """The stock-order fallback's list when nothing was captured."""
+    write_pv_domain(store, 7, vbds=(51712,), taps=(51744,))
+    devices = drain.dom0_block_backends(store, 7)
+    assert [(d.name(), d.backend, d.backend_domid, d.protocol)
+            for d in devices] == [
+        ("vbd/51712", BACKEND, 0, False),
+        ("tap/51744", "/local/domain/0/backend/tap/7/51744", 0, False)]
+    assert drain.dom0_block_backends(store, None) == []
+    assert [(record.name, record.getMessage())
+            for record in xend_log.records] == [
+        ("xend", "fastmig: no domid left to find block backends by; "
+         "nothing to wait for")]
