@@ -6,6 +6,7 @@
   minutes on two cores;
 * ``full``: 1000 examples per property (what README's "Randomized
   schedules" figure reports);
+* ``mutation``: 3 examples, always the same ones, never shrunk;
 * ``FASTMIG_PROPERTY_RUNS=N`` overrides the number of examples of either.
 
 Every run of the handover is counted; the summary line at the end says how
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from tests.properties import tally
 
@@ -31,6 +32,11 @@ def _examples(default: int) -> int:
 
 settings.register_profile("ci", max_examples=_examples(40), **_COMMON)
 settings.register_profile("full", max_examples=_examples(1000), **_COMMON)
+# tools/mutation.py: the same examples for every mutant, and a failure is a
+# kill at once (no shrinking, no example database).
+settings.register_profile("mutation", max_examples=_examples(3),
+                          derandomize=True, database=None,
+                          phases=[Phase.explicit, Phase.generate], **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -1,7 +1,7 @@
 """Capture: block devices are named from dom0's own tree, never the guest's."""
 
 from tests.unit.fakes import write_pv_domain
-from xend_fastmig.blockdevs import capture_block_devices
+from xend_fastmig.blockdevs import BlockDevice, capture_block_devices
 
 BACKEND = "/local/domain/0/backend/vbd/7/51712"
 FRONTEND = "/local/domain/7/device/vbd/51712"
@@ -163,3 +163,84 @@ def test_a_backend_id_naming_a_bystander_finds_nothing_of_it(store):
     devices, problems = capture_block_devices(store, 7, dompath)
     assert problems == []
     assert [d.backend for d in devices] == [BACKEND]
+
+
+def test_what_the_capture_logs_word_for_word(store, xend_log):
+    """On xend's own logger, naming the backend, the frontend, the domain
+    and the device (the only trace of a rewriting guest in xend.log)."""
+    dompath = store_domain(store)
+    _bystander(store)
+    store.write(BACKEND + "/frontend", "/local/domain/8/device/vbd/51712")
+    store.write(FRONTEND + "/backend", BYSTANDER)
+    capture_block_devices(store, 7, dompath)
+    assert [(record.name, record.levelname, record.getMessage())
+            for record in xend_log.records] == [
+        ("xend", "WARNING",
+         "fastmig: %s names frontend '/local/domain/8/device/vbd/51712', "
+         "which is not domain 7's device 51712; its frontend is left alone"
+         % BACKEND),
+        ("xend", "WARNING",
+         "fastmig: domain 7's frontend %s names backend %r; dom0's tree "
+         "says None: the guest's name is not used" % (FRONTEND, BYSTANDER)),
+    ]
+
+
+def test_a_device_nobody_said_speaks_shutdown_request_is_classic():
+    """As dom0_block_backends builds them for the stock-order fallback."""
+    device = BlockDevice("vbd", "51712", BACKEND, 0)
+    assert device.protocol is False
+    assert device.frontend is None
+    assert repr(device) == "BlockDevice(vbd/51712, backend=%s, " \
+        "protocol=False)" % BACKEND
+
+
+def test_a_frontend_under_device_tap_is_the_domains_own_too(store, xend_log):
+    """Frontends are looked for under device/vbd and device/tap: 3.1 puts
+    a tap disk's under vbd, a layout with device/tap is read the same."""
+    dompath = store_domain(store, vbds=(), taps=(51744,), vifs=())
+    tap_backend = "/local/domain/0/backend/tap/7/51744"
+    store.remove(dompath + "/device/vbd/51744")
+    store.write(dompath + "/device/tap/51744/backend", tap_backend)
+    store.write(dompath + "/device/tap/51744/backend-id", "0")
+    store.write(tap_backend + "/frontend", dompath + "/device/tap/51744")
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert problems == []
+    assert [d.frontend for d in devices] == [dompath + "/device/tap/51744"]
+    assert xend_log.records == []
+
+
+def test_a_junk_device_id_leaves_the_others_of_its_class_captured(store):
+    dompath = store_domain(store, vbds=(), taps=(51744,))
+    junk = "/local/domain/0/backend/tap/7/0junk"
+    store.write(junk + "/frontend-id", "7")
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert problems == ["%s: device id '0junk' is not a number" % junk]
+    assert [d.name() for d in devices] == ["tap/51744"]
+
+
+def test_a_backend_id_that_is_missing_or_no_number_is_no_hint(store):
+    dompath = store_domain(store, vbds=(51712, 51728))
+    store.remove(FRONTEND + "/backend-id")
+    store.write(dompath + "/device/vbd/51728/backend-id", "dom0")
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert problems == []
+    assert [d.backend for d in devices] == [
+        BACKEND, "/local/domain/0/backend/vbd/7/51728"]
+
+
+def test_a_backend_gone_or_foreign_leaves_the_next_ones_captured(store):
+    """Each backend is judged on its own: the first one vanishing (or
+    naming another domain) says nothing about the ones after it."""
+    dompath = store_domain(store, vbds=(51712, 51728, 51744))
+    real_read = store.read
+
+    def read(path):
+        if path == BACKEND + "/frontend-id":
+            store.remove(BACKEND)
+        return real_read(path)
+    store.read = read
+    store.write("/local/domain/0/backend/vbd/7/51728/frontend-id", "8")
+    devices, problems = capture_block_devices(store, 7, dompath)
+    assert [d.name() for d in devices] == ["vbd/51744"]
+    assert problems == ["/local/domain/0/backend/vbd/7/51728 names frontend "
+                        "domain '8', not 7"]

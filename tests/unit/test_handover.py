@@ -814,3 +814,11 @@ def test_mutant_stock_order_after_a_failed_capture_waits_for_dom0s_list(
                        "target released"]
     assert sorted(name for name, _, _ in report.devices) == [
         "tap/51744", "vbd/51712"]
+
+
+def test_the_paths_and_outcomes_are_the_words_logs_and_reports_show():
+    assert (FAST, STOCK_ORDER) == ("fast", "stock-order")
+    assert (AT_TARGET, RESUMED, SUSPENDED, UNKNOWN, LOST) == (
+        "running at the target", "resumed at the source",
+        "suspended at the source, running nowhere", "unknown", "lost")
+    assert handover_module.RESUME_GRACE == 5.0

@@ -29,11 +29,13 @@ def test_values_are_read():
         "xend_fast_migration": "no",
         "xend_fast_migration_drain_timeout": "2.5",
         "xend_fast_migration_verdict_timeout": "150",
-        "xend_relocation_port": "9002"}))
+        "xend_relocation_port": "9002",
+        "xend_fast_migration_early_release": "no"}))
     assert opts.enabled is False
     assert opts.drain_timeout == 2.5
     assert opts.verdict_timeout == 150.0
     assert opts.relocation_port == 9002
+    assert opts.early_release is False
 
 
 def test_garbage_falls_back_to_defaults_with_a_log_line(xend_log):

@@ -1,6 +1,7 @@
 """The release: what ``_releaseDevices(force=True)`` does to each backend."""
 
 import socket
+import sys
 
 from tests.unit.fakes import FakeDomInfo, FakePlatform, write_pv_domain
 from xend_fastmig import registry
@@ -175,3 +176,67 @@ def test_tear_down_of_a_classic_backend_writes_nothing(store):
     del store.ops[:]
     assert tear_down_confirmed(store, _device()) is True
     assert store.ops == []
+
+
+def _logged(xend_log, level):
+    """What the release logged at ``level``, on xend's own logger."""
+    return [(record.name, record.getMessage()) for record in xend_log.records
+            if record.levelname == level]
+
+
+def test_a_failing_block_release_is_logged_with_its_cause(store, xend_log):
+    write_pv_domain(store, 7, vbds=(51712, 51728), vifs=())
+    store.fail["write"] = ("/local/domain/0/backend/vbd/7/51728", 13)
+    release_block_devices(FakeDomInfo(store), store)
+    assert _logged(xend_log, "ERROR") == [
+        ("xend", "fastmig: releasing vbd/51728 of domain 7 failed: %s"
+         % (RuntimeError(13, "injected failure"),))]
+
+
+def test_an_unreadable_store_is_logged_with_its_cause(store, mocker,
+                                                      xend_log):
+    write_pv_domain(store, 7)
+    error = RuntimeError(5, "EIO")
+    mocker.patch("xend_fastmig.release.capture_block_devices",
+                 side_effect=error)
+    release_block_devices(FakeDomInfo(store), store)
+    assert _logged(xend_log, "ERROR") == [
+        ("xend", "fastmig: cannot list the block devices of domain 7: %s"
+         % (error,))]
+
+
+def test_what_makes_a_drain_unconfirmable_is_logged(store, xend_log):
+    write_pv_domain(store, 7, vifs=())
+    store.write(BACKEND + "/frontend-id", "8")
+    assert release_block_devices(FakeDomInfo(store), store) == []
+    assert ("xend", "fastmig: %s names frontend domain '8', not 7"
+            % BACKEND) in _logged(xend_log, "WARNING")
+
+
+def test_a_commit_that_always_conflicts_gives_up_after_20_attempts(
+        store, mocker):
+    write_pv_domain(store, 7, vifs=())
+    commit = mocker.patch.object(store.xstransact, "commit",
+                                 return_value=False)
+    try:
+        release_block_device(store, _device())
+    except RuntimeError:
+        message = str(sys.exc_info()[1])
+    assert message == "%s: the transaction conflicted 20 times" % BACKEND
+    assert commit.call_count == 20
+
+
+def test_inside_xend_the_release_uses_xends_store(store, monkeypatch):
+    """Without a store given nor a handover: xend's own xstransact."""
+    import types
+    names = ["xen", "xen.xend", "xen.xend.xenstore",
+             "xen.xend.xenstore.xstransact", "xen.xend.xenstore.xswatch",
+             "xen.xend.xenstore.xsutil"]
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    sys.modules["xen.xend.xenstore.xstransact"].xstransact = store.xstransact
+    sys.modules["xen.xend.xenstore.xswatch"].xswatch = store.xswatch
+    sys.modules["xen.xend.xenstore.xsutil"].xshandle = lambda: None
+    write_pv_domain(store, 7, vifs=())
+    assert release_block_devices(FakeDomInfo(store)) == []
+    assert store.read(BACKEND + "/online") == "0"

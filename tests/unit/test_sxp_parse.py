@@ -1,5 +1,7 @@
 """Replies are read as Xen 3.1's own sxp parser reads them (defect 4)."""
 
+import sys
+
 import pytest
 
 from tests.unit import xend31_sxp
@@ -47,6 +49,8 @@ INCOMPLETE = [
 ]
 MALFORMED = [
     ")", "(a \x00)", "(\xe9t\xe9)", "(a '\\xzz')", "(a '\\777')",
+    # Just out of range; and out of range at the text's very end.
+    "(a '\\400')", "(a '\\777",
 ]
 
 
@@ -78,6 +82,46 @@ def test_xend31s_parser_reads_the_rule_cases_as_ours_does():
     expected[texts_of_rules.index("('\\x4a\\x4A\\x0f')")] = [
         ["@@\x05"], 16]
     assert xend31_sxp.xend_parse(texts) == expected
+
+
+@needs_xend31
+def test_driving_xend31s_parser_ours_ends_values_as_with_our_own():
+    """Inside xend ``first_value`` drives xend's Parser: the same ends, the
+    same (None, -1) while incomplete, xend's own message when malformed."""
+    texts = [case[0] for case in RULE_CASES] + INCOMPLETE + MALFORMED
+    for text, read in zip(texts, xend31_sxp.ours_via_xend(texts)):
+        if text in INCOMPLETE:
+            assert read == {"xend_error": None, "ours": [None, -1]}, text
+        elif text in MALFORMED:
+            assert read["xend_error"], text
+            assert read["ours"] == ["malformed", read["xend_error"]], text
+        else:
+            value, end = first_value(text)
+            assert read["ours"][1] == end, text
+            if "\\x" not in text:
+                assert read["ours"][0] == value, text
+
+
+@needs_xend31
+def test_inside_xend_its_parser_is_found_and_used():
+    found = xend31_sxp.discovered_inside_xend()
+    assert found["in_use"] == "xend"
+    # 3.1 decodes the hex digit a as 0 (sxp_parse's doc): xend's read it.
+    assert found["hex"] == [["@"], 8]
+
+
+def test_an_sxp_module_without_a_parser_is_not_xends(monkeypatch):
+    import types
+    from xend_fastmig import sxp_parse
+    xen = types.ModuleType("xen")
+    xen.xend = types.ModuleType("xen.xend")
+    xen.xend.sxp = types.ModuleType("xen.xend.sxp")
+    monkeypatch.setitem(sys.modules, "xen", xen)
+    monkeypatch.setitem(sys.modules, "xen.xend", xen.xend)
+    monkeypatch.setitem(sys.modules, "xen.xend.sxp", xen.xend.sxp)
+    monkeypatch.setattr(sxp_parse, "_XEND_SXP", [])
+    assert parser_in_use() == "own"
+    assert first_value("(ok)") == (["ok"], 4)
 
 
 @pytest.mark.parametrize("text", [

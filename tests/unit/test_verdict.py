@@ -277,3 +277,103 @@ def test_malformed_or_partial_replies_are_unknown(text):
     verdict = parse_verdict(text)
     assert verdict.kind == UNKNOWN
     assert verdict.reason == "not a verdict: %r" % text.strip()
+
+
+def test_peek_names_a_reset_connection():
+    """A reset is a failure of the target (TargetFailed), said as such."""
+    source, target = _tcp_pair()
+    import struct
+    try:
+        target.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                          struct.pack("ii", 1, 0))
+        target.close()
+        _wait_readable(source)
+        with pytest.raises(TargetFailed) as info:
+            peek_for_failure(source)
+        assert info.value.reason == \
+            "connection error: [Errno 104] Connection reset by peer"
+    finally:
+        source.close()
+
+
+def test_peek_says_the_target_closed_the_connection(socketpair):
+    source, target = socketpair
+    target.close()
+    with pytest.raises(TargetFailed) as info:
+        peek_for_failure(source)
+    assert info.value.reason == "the target closed the connection"
+
+
+@pytest.mark.parametrize("garbage", [
+    # Malformed at once; a top-level atom, not a list.
+    ")" + "x" * 300, "x" * 300 + " (ok)"])
+def test_garbage_is_quoted_up_to_200_characters(socketpair, garbage):
+    source, target = socketpair
+    assert read_reply(source, 5, already=garbage) == (
+        None, "garbage from the target: %r" % garbage[:200])
+
+
+def test_a_one_character_atom_is_garbage_at_once(socketpair):
+    source, target = socketpair
+    started = time.time()
+    assert read_reply(source, 5, already="x ") == (
+        None, "garbage from the target: 'x '")
+    assert time.time() - started < 1.0
+
+
+def test_a_reply_of_exactly_the_limit_is_still_waited_for(socketpair):
+    source, target = socketpair
+    incomplete = "(" + "x" * (MAX_REPLY_BYTES - 2) + " "
+    assert len(incomplete) == MAX_REPLY_BYTES
+    target.sendall(b")")
+    assert read_reply(source, 5, already=incomplete) == (incomplete + ")", "")
+
+
+def test_what_read_reply_says_when_there_is_no_reply(socketpair):
+    source, target = socketpair
+    assert read_reply(source, 0.2) == (None, "no reply within 0.2 s")
+    assert read_reply(source, 5, already="(" + "x" * MAX_REPLY_BYTES) == (
+        None, "reply longer than 65536 bytes")
+    target.close()
+    assert read_reply(source, 5) == (
+        None, "the target closed the connection without a reply")
+
+
+def test_read_reply_names_a_reset_connection():
+    source, target = _tcp_pair()
+    import struct
+    try:
+        target.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                          struct.pack("ii", 1, 0))
+        target.close()
+        assert read_reply(source, 5) == (
+            None, "connection error: [Errno 104] Connection reset by peer")
+    finally:
+        source.close()
+
+
+class _InterruptedOnce(object):
+    """A socket whose first recv is interrupted by a signal (EINTR), as on
+    the Pythons before 3.5, which do not retry it themselves."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.interrupted = False
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def recv(self, size):
+        if not self.interrupted:
+            self.interrupted = True
+            import errno
+            raise socket.error(errno.EINTR, "Interrupted system call")
+        return self._sock.recv(size)
+
+
+def test_an_interrupted_read_is_retried(socketpair):
+    source, target = socketpair
+    target.sendall(b"(ok)\n")
+    interrupted = _InterruptedOnce(source)
+    assert read_reply(interrupted, 5) == ("(ok)", "")
+    assert interrupted.interrupted

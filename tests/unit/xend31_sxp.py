@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 __all__ = ["sxp_path", "python2", "xend_replies", "xend_parse",
-           "TRICKY_VALUES"]
+           "ours_via_xend", "discovered_inside_xend", "TRICKY_VALUES"]
 
 _DEFAULT_TREE = "/work/shared/xen/3.1.0"
 _SXP = os.path.join("tools", "python", "xen", "xend", "sxp.py")
@@ -73,8 +73,38 @@ def ours(wire, module):
         return None
     return [text(value), end]
 
+def xend_error(wire):
+    try:
+        xend_read(wire)
+    except Exception:
+        return str(sys.exc_info()[1])
+    return None
+
+def ours_raw(wire, module):
+    try:
+        value, end = first_value(wire, 0, module)
+    except Malformed:
+        return ["malformed", str(sys.exc_info()[1])]
+    if value is None:
+        return [None, end]
+    return [text(value), end]
+
 out = []
 request = json.loads(sys.stdin.read())
+if request.get("discover"):
+    # As inside xend: its package importable, found without being passed.
+    import os
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+        sys.argv[1]))))
+    from xend_fastmig.sxp_parse import parser_in_use
+    sys.stdout.write(json.dumps({"in_use": parser_in_use(),
+                                 "hex": ours_raw("('\\x4a')", None)}))
+    sys.exit(0)
+if request.get("via_xend") is not None:
+    texts = [t.encode("latin-1") for t in request["via_xend"]]
+    sys.stdout.write(json.dumps([{"xend_error": xend_error(t),
+                                  "ours": ours_raw(t, sxp)} for t in texts]))
+    sys.exit(0)
 if request["texts"] is not None:
     texts = [t.encode("latin-1") for t in request["texts"]]
     sys.stdout.write(json.dumps([xend_try(t) for t in texts]))
@@ -150,6 +180,21 @@ def xend_parse(texts):
     value, None when incomplete, "malformed" when it raised."""
     return _run({"values": None,
                  "texts": [native_to_unicode(t) for t in texts]})
+
+
+def ours_via_xend(texts):
+    """``first_value`` on Python 2 driving 3.1's Parser, for each text:
+    a dict of ``ours`` ([value, end], [None, -1] or ["malformed", message])
+    and ``xend_error`` (the message 3.1's Parser raised, or None)."""
+    return _run({"values": None, "texts": None,
+                 "via_xend": [native_to_unicode(t) for t in texts]})
+
+
+def discovered_inside_xend():
+    """With 3.1's xen package importable, as inside xend: ``in_use``
+    (``parser_in_use()``) and ``hex``, what ``first_value("('\\x4a')")``
+    reads without being given a parser."""
+    return _run({"values": None, "texts": None, "discover": True})
 
 
 def _run(request):
