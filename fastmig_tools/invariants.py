@@ -32,9 +32,11 @@ TWICE = "running twice"
 # xend_fastmig.handover.SUSPENDED: what the core reports for a source copy
 # it could not resume (repeated so that the oracle imports no core code).
 SUSPENDED = "suspended at the source, running nowhere"
-# How long an (err ...) may be in flight on loopback before the source,
-# peeking right before its destroy, could have seen it.
-ERR_TRANSIT = 0.05
+# An (err ...) sent this long before the source copy's destroy began was
+# there at the source's last peek (loopback delivers at once; the slack is
+# the scheduling between that peek and the destroy on a loaded 2-CPU
+# machine, seen above 50 ms in the 1000-example property runs).
+ERR_TRANSIT = 0.25
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,8 +79,8 @@ def test_destroyed_after_an_err():
                 stock_ends_without_copy=True, migration_failed=True)
     assert _ids(err) == ["I2"]
     # Stock's order: an (err ...) after the destroy could not be seen...
-    late = dataclasses.replace(err, fast_path=False, source_destroyed_at=0.2,
-                               released_at=0.21, target_said_at=0.25)
+    late = dataclasses.replace(err, fast_path=False, source_destroyed_at=0.6,
+                               released_at=0.61, target_said_at=0.5)
     assert _ids(late) == []
     # ... one well before it could.
     assert _ids(dataclasses.replace(late, target_said_at=0.1)) == ["I2"]

@@ -191,6 +191,13 @@ def _excused(out, stranded: bool) -> dict:
     elif out.schedule.source_fault == "verdict":
         excused["I9"] = "the (ok) was sent but its read was made to fail: " \
                         "the source must say UNKNOWN"
+        if "I2" not in excused and out.schedule.target.action != "ok":
+            # The same for an (err ...) that came after the last peek:
+            # unread, the outcome is unknown, and the source copy goes
+            # (it may be running at the target, as far as the source
+            # can tell).
+            excused["I2"] = "the target's (err ...) was made unreadable: " \
+                            "the outcome was unknown to the source"
     return excused
 
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tests.unit.fakes import FakeXenstore, write_pv_domain
+from tests.unit.fakes import FakeDomInfo, FakeXenstore, write_pv_domain
 from xend_fastmig import drain
 from xend_fastmig.blockdevs import capture_block_devices
 from xend_fastmig.drain import DrainWaiter

@@ -191,9 +191,8 @@ def test_an_hvm_guest_that_cannot_come_back(store, socketpair, xend_log):
 def test_an_old_backend_that_never_goes(store, socketpair, monkeypatch,
                                        xend_log):
     source, target_sock = socketpair
-    monkeypatch.setattr(handover_module, "RESUME_GRACE", 0.2)
     dominfo, env, journal = make(store, vifs=(), protocol=True,
-                                 drain_timeout=0.3)
+                                 drain_timeout=0.3, resume_grace=0.2)
     protocol_backend(store, journal, BACKEND, goes=False)
     target = Target(target_sock, journal, verdict=ERR)
     report = hand_over(dominfo, source, env)
@@ -507,9 +506,8 @@ def test_a_resume_after_a_drain_that_never_came(store, socketpair,
     """A shutdown-request backend that never wrote shutdown-done, and a
     target that failed meanwhile: torn down anyway, and still there."""
     source, target_sock = socketpair
-    monkeypatch.setattr(handover_module, "RESUME_GRACE", 0.2)
     dominfo, env, journal = make(store, vifs=(), protocol=True,
-                                 drain_timeout=0.2)
+                                 drain_timeout=0.2, resume_grace=0.2)
     mocker.patch.object(handover_module, "tear_down_confirmed",
                         side_effect=RuntimeError("injected"))
 
@@ -718,9 +716,9 @@ def test_an_error_after_the_destroy_says_lost_and_destroys_once(
 def test_every_old_backend_still_there_is_named(store, socketpair,
                                                 monkeypatch, xend_log):
     source, target_sock = socketpair
-    monkeypatch.setattr(handover_module, "RESUME_GRACE", 0.2)
     dominfo, env, journal = make(store, vifs=(), protocol=True,
-                                 taps=(51744,), drain_timeout=0.2)
+                                 taps=(51744,), drain_timeout=0.2,
+                                 resume_grace=0.2)
 
     def fail_once_released():
         _wait_until(lambda: store.read(BACKEND + "/shutdown-request"))
