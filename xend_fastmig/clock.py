@@ -30,10 +30,12 @@ import os
 import time
 
 __all__ = ["monotonic", "now", "source", "Deadline", "Stopwatch", "SLICE",
-           "MAX_STEP"]
+           "MAX_STEP", "GRAIN"]
 
 # Longest sleep between two readings of a deadline's clock.
 SLICE = 1.0
+# Shortest sleep while a deadline has time left (see sleep_for).
+GRAIN = 0.001
 # Most time one step between readings may count: a slice, plus room for a
 # loaded dom0's store round trips between the readings.
 MAX_STEP = 5.0
@@ -105,5 +107,12 @@ class Deadline:
 
     def sleep_for(self, cap=SLICE):
         """How long the caller may sleep before reading the clock again:
-        what remains, at most ``cap`` and at most SLICE."""
-        return min(cap, SLICE, self.remaining())
+        what remains, at most ``cap`` and at most SLICE, and at least
+        GRAIN while anything remains.  Python 2's clock moves in jiffies
+        (10 ms at USER_HZ 100) while the float sum of the steps leaves
+        nanoseconds: without the grain the last tick of a wait spins,
+        each turn a xenstore read."""
+        left = self.remaining()
+        if left <= 0:
+            return 0.0
+        return max(GRAIN, min(cap, SLICE, left))

@@ -133,3 +133,16 @@ def test_python2s_clock_reading_minus_one_is_not_an_error(monkeypatch):
 def test_python2s_clock_is_os_times_elapsed():
     assert clock_module._python2_monotonic() == pytest.approx(
         os.times()[4], abs=0.05)
+
+
+def test_the_last_tick_of_a_coarse_clock_is_slept_not_spun():
+    """Python 2's clock moves in jiffies: a deadline whose float sum of
+    steps leaves a few nanoseconds must not be slept for nanoseconds."""
+    readings = [0.0, 0.29999999999, 0.29999999999]
+    deadline = Deadline(0.3, clock=lambda: readings.pop(0))
+    left = deadline.sleep_for()
+    assert left == clock_module.GRAIN
+    expired = Deadline(0.0, clock=lambda: 0.0)
+    assert expired.sleep_for() == 0.0
+    # Far from its end, a deadline sleeps what remains, capped.
+    assert Deadline(0.5, clock=lambda: 0.0).sleep_for(0.2) == 0.2
