@@ -23,6 +23,8 @@ __all__ = ["Invariant", "INVARIANTS", "Violation", "Observation", "check",
            "SUSPENDED", "ERR_TRANSIT", "by_id", "AT_TARGET", "RESUMED",
            "LOST", "TWICE"]
 
+# xend_fastmig.handover.UNKNOWN: the core's outcome without a verdict.
+UNKNOWN = "unknown"
 # Where a guest ends, in every world's report.
 AT_TARGET = "running at the target"
 RESUMED = "resumed at the source"
@@ -266,9 +268,11 @@ def _honest_outcome(obs):
         yield "the migration reported success, the guest does not run " \
               "at the target"
     # Without a verdict the source cannot know where the guest runs: a
-    # failure saying UNKNOWN is honest then.
+    # failure saying UNKNOWN is honest then, also when the (ok) came after
+    # the source's verdict deadline.
     if obs.migration_failed is True and obs.at_target and \
-            not obs.at_source and obs.target_said == "ok":
+            not obs.at_source and obs.target_said == "ok" and \
+            obs.reported_outcome != UNKNOWN:
         yield "the migration reported failure after the target said (ok)"
     stranded = not obs.at_target and not obs.at_source and \
         obs.source_destroyed_at is None

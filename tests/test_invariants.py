@@ -135,6 +135,9 @@ def test_honest_outcome():
     assert _ids(_safe(migration_failed=True)) == ["I9"]
     # Without a verdict the source cannot know: failing is honest.
     assert _ids(_safe(migration_failed=True, target_said=None)) == []
+    # Nor with an (ok) that came after its verdict deadline.
+    assert _ids(_safe(migration_failed=True,
+                      reported_outcome="unknown")) == []
     assert _ids(_safe(target_ran=[], target_said="err",
                       source_destroyed_at=None, source_ran=[(0.03, None)],
                       reported_outcome=None)) == ["I9"]

@@ -730,3 +730,94 @@ def test_every_old_backend_still_there_is_named(store, socketpair,
     assert len(still) == 1
     assert "the old block backends vbd/51712, tap/51744 are still there" \
         in still[0]
+
+
+def _released_then_failing_reads(store, socketpair, resume_grace,
+                                 lasts=None, then_remove=None):
+    """Released early, the target failed; from the resume on, the
+    backend's reads fail with EAGAIN for ``lasts`` seconds (None: for
+    good), and the backend goes ``then_remove`` s after that.  The
+    handover's report, its journal."""
+    import errno
+    source, target_sock = socketpair
+    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.2,
+                                 early_release=True,
+                                 resume_grace=resume_grace)
+    handover = begin(dominfo, source, False, env)
+    handover.suspended()
+    assert store.nodes.get(BACKEND + "/online") == "0"
+    target_sock.sendall(ERR)
+    store.fail["read"] = (BACKEND, errno.EAGAIN)
+
+    def recover():
+        time.sleep(lasts)
+        store.fail.pop("read", None)
+        time.sleep(then_remove)
+        store.remove(BACKEND)
+    if lasts is not None:
+        thread = threading.Thread(target=recover)
+        thread.daemon = True
+        thread.start()
+    try:
+        report = handover.run()
+        try:
+            handover.finish()
+        except PlatformError:
+            pass
+    finally:
+        store.fail.pop("read", None)
+    return report, journal
+
+
+def test_a_transient_error_while_the_old_backends_go_is_retried(
+        store, socketpair, xend_log):
+    """The resume's wait for the old backends asks again, every
+    RETRY_PAUSE, also with less than a second of its deadline left."""
+    report, journal = _released_then_failing_reads(
+        store, socketpair, 0.8, lasts=0.15, then_remove=0.05)
+    assert report.outcome == handover_module.RESUMED
+    retried = [line for line in lines(xend_log) if "trying again" in line]
+    assert len(retried) >= 2, lines(xend_log)
+    assert retried[0] == (
+        "WARNING fastmig: domain 7: waiting for the old block backends "
+        "failed ((11, 'injected failure')); trying again")
+    assert "destroyDomain" not in journal
+
+
+def test_an_error_that_lasts_ends_the_wait_at_its_deadline(
+        store, socketpair, xend_log):
+    started = time.time()
+    report, journal = _released_then_failing_reads(store, socketpair, 0.3)
+    assert time.time() - started < 3.0
+    assert report.outcome == handover_module.SUSPENDED
+    last = [line for line in lines(xend_log)
+            if "waiting for the old block backends failed" in line][-1]
+    assert last == ("WARNING fastmig: domain 7: waiting for the old block "
+                    "backends failed ((11, 'injected failure'))")
+    assert "destroyDomain" not in journal
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_an_error_inside_the_resume_never_destroys(store, socketpair, mocker,
+                                                   resumed):
+    """Once the target failed, an exception out of the resume must not
+    fall into stock's order (it would destroy a guest that can come
+    back): the outcome is where the guest is."""
+    source, target_sock = socketpair
+    # SUSPEND_CANCEL: the stock resume brings it back on its devices.
+    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.3,
+                                 notes={"SUSPEND_CANCEL": 1})
+    real_resume = dominfo.resumeDomain
+
+    def resume_then_raise(*args, **kwargs):
+        if resumed:
+            real_resume(*args, **kwargs)
+        raise RuntimeError("injected resume")
+    mocker.patch.object(dominfo, "resumeDomain", side_effect=resume_then_raise)
+    target_sock.sendall(ERR)
+    report = hand_over(dominfo, source, env)
+    assert "destroyDomain" not in journal
+    if resumed:
+        assert report.outcome == handover_module.RESUMED
+    else:
+        assert report.outcome == handover_module.SUSPENDED
