@@ -253,3 +253,10 @@ def test_constructor_defaults_and_repr():
                           "early_release=True, "
                           "drain_timeout=30.0, verdict_timeout=120.0, "
                           "relocation_port=8002)")
+
+
+def test_the_resume_grace_is_five_seconds_unless_given():
+    """Not an xend-config option: the grace a resume after a failed target
+    grants the old backends (3.1's device timeout is of that order)."""
+    assert FastMigrationOptions().resume_grace == 5.0
+    assert FastMigrationOptions(resume_grace=0.3).resume_grace == 0.3
