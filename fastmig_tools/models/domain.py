@@ -225,6 +225,18 @@ class ModelDomainInfo:
     def called(self, name: str) -> list[tuple[float, str, tuple]]:
         return [c for c in self.calls if c[1] == name]
 
+    def _when_called_with_true_second_arg(self, name: str) -> list[float]:
+        return [t for t, _name, args in self.called(name)
+                if len(args) > 1 and args[1]]
+
+    def force_releases(self) -> list[float]:
+        """When ``_releaseDevices(force=True)`` was called."""
+        return self._when_called_with_true_second_arg("_releaseDevices")
+
+    def fast_resumes(self) -> list[float]:
+        """When the hypervisor resumed the domain fast (SUSPEND_CANCEL)."""
+        return self._when_called_with_true_second_arg("xc.domain_resume")
+
     @property
     def state(self) -> str:
         self._settle()

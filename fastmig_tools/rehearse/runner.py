@@ -510,10 +510,8 @@ def _result(scenario, guest, platform, target, dominfo, actors, verdict,
             landed = [r.completed_at for r in actor.requests]
             writes_landed.append([actor.name, None if None in landed
                                   else _ms(max(landed), suspend)])
-    released_force = [t for t, _name, args in dominfo.called(
-        "_releaseDevices") if len(args) > 1 and args[1]]
-    fast_resumes = [t for t, _name, args in dominfo.called(
-        "xc.domain_resume") if len(args) > 1 and args[1]]
+    released_force = dominfo.force_releases()
+    fast_resumes = dominfo.fast_resumes()
     return RunResult(
         source_destroy_started_ms=_ms(destroy_started, suspend),
         target_ran=[[_ms(r.unpaused_at, suspend), _ms(r.destroyed_at, suspend)]
@@ -535,7 +533,10 @@ def _result(scenario, guest, platform, target, dominfo, actors, verdict,
         limit_ms=limit,
         over_limit_ms=over,
         resume_path=dominfo.resume_path,
-        fast_resume_after_release=_fast_resume_after_release(dominfo),
+        # A fast resume after the devices were force-released.
+        fast_resume_after_release=bool(
+            released_force and fast_resumes
+            and min(released_force) <= max(fast_resumes)),
         handover_outcome=report.outcome if report is not None else None,
         policy=scenario.policy,
         memory_gb=scenario.memory_gb,
@@ -565,12 +566,3 @@ def _result(scenario, guest, platform, target, dominfo, actors, verdict,
         scenario=scenario.knobs(),
     )
 
-
-def _fast_resume_after_release(dominfo) -> bool:
-    """Did the source copy resume without re-creating its devices (a
-    SUSPEND_CANCEL fast resume) after they were force-released?"""
-    released = [t for t, _name, args in dominfo.called("_releaseDevices")
-                if len(args) > 1 and args[1]]
-    fast = [t for t, _name, args in dominfo.called("xc.domain_resume")
-            if len(args) > 1 and args[1]]
-    return bool(released and fast and min(released) <= max(fast))

@@ -173,8 +173,9 @@ def observe(pair, domid, result, *, stock_ends_without_copy=False,
                 c["args"][0] == domid:
             destroyed = c["t"]
             break
-    confirmed, writes = _backend_facts(pair.source.backend_events(), domid)
-    released_devices = [e["t"] for e in pair.source.backend_events()
+    backend_events = pair.source.backend_events()
+    confirmed, writes = _backend_facts(backend_events, domid)
+    released_devices = [e["t"] for e in backend_events
                         if e["event"] in ("unregister", "shutdown-request")
                         and "/%d/" % domid in (e.get("backend") or "")]
     fast_resumes = [c["t"] for c in source_calls

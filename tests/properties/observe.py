@@ -234,10 +234,8 @@ def observe(out) -> Observation:
     leftovers.extend("thread %s" % name for name in out.leaked_threads)
     if out.leaked_fds:
         leftovers.append("%d file descriptors" % out.leaked_fds)
-    forced = [t for t, _name, args in dominfo.called("_releaseDevices")
-              if len(args) > 1 and args[1]]
-    fast = [t for t, _name, args in dominfo.called("xc.domain_resume")
-            if len(args) > 1 and args[1]]
+    forced = dominfo.force_releases()
+    fast = dominfo.fast_resumes()
     backends = _block_backends(out)
     return Observation(
         source_ran=source_ran,
