@@ -19,9 +19,10 @@ defines them (fastmig_tools/rehearse/runner.py):
   ``xen-hotplug-cleanup``, stamped when the backend process's own watch
   event for it arrived (backend.py's ``gone``: as early as the source
   xend's watch can see it); the target's EOF:
-  the first hypervisor call of its restore thread after xc_restore
-  finished, i.e. right after ``os.read(fd, 1)`` returned (the harness's
-  ``Timings.gate_open``).
+  when its restore thread's ``os.read(fd, 1)`` met the end of the stream
+  (the harness's ``Timings.gate_open``, stamped by hostd.py's
+  ``_StreamEnds``; completeRestore's store writes come after it, in the
+  target's work after its EOF).
 
 Policies: ``fastmig`` (the series), ``fastmig-late`` (the series with
 ``(xend-fast-migration-early-release no)``) and ``stock`` (the tree as it

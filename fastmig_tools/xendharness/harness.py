@@ -420,15 +420,21 @@ class TwoHosts:
             for e in self.target.helper_events():
                 if e["helper"] == "xc_restore" and e["what"] == "done":
                     done_t = e["t"]
+            ends = self.target.call("stream_ends")
             for c in calls:
                 if c["call"] == "handle":
                     restore_thread = c["thread_id"]
                 elif (restore_thread is not None and done_t is not None
                       and c["thread_id"] == restore_thread and c["t"] >= done_t
                       and t.gate_open is None):
-                    # completeRestore's first hypervisor call (refreshShutdown's
-                    # domain_getinfo) is the first thing after os.read(fd, 1).
-                    t.gate_open = c["t"]
+                    # The restore thread's os.read(fd, 1) met the end of
+                    # the stream (hostd's _StreamEnds), or else, later,
+                    # its first hypervisor call after it (refreshShutdown's
+                    # domain_getinfo, once completeRestore has written
+                    # the store).
+                    t.gate_open = min([e["t"] for e in ends
+                                       if e["thread_id"] == restore_thread
+                                       and e["t"] >= done_t] or [c["t"]])
                 if c["call"] == "domain_unpause" and "error" not in c \
                         and c["args"][0] != 0:
                     t.unpaused = c["t"]

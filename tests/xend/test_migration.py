@@ -93,3 +93,22 @@ def test_hypervisor_calls_are_recorded(xend_pair):
     assert calls.index("guest:SCHEDOP_shutdown") < calls.index("domain_destroy")
     target_calls = [c["call"] for c in pair.target.call("xc_calls")]
     assert "domain_unpause" in target_calls
+
+
+def test_the_targets_eof_is_stamped_where_restore_meets_it(xend_pair):
+    """The gate opens when restore's os.read(fd, 1) meets the end of the
+    stream, before completeRestore introduces the domain and writes the
+    store; its first hypervisor call after that comes later."""
+    pair = xend_pair()
+    guest = pair.create_guest(disks=1)
+    result = pair.migrate(guest, live=True)
+    assert result.ok, result.error
+    t = result.timings
+    ends = pair.target.call("stream_ends")
+    assert t.gate_open in [e["t"] for e in ends]
+    restore_thread = [c["thread_id"] for c in pair.target.call("xc_calls")
+                      if c["call"] == "handle"][-1]
+    after = [c["t"] for c in pair.target.call("xc_calls")
+             if c["thread_id"] == restore_thread and c["t"] >= t.gate_open]
+    assert after and min(after) > t.gate_open
+    assert t.image_sent <= t.gate_open < t.unpaused

@@ -74,6 +74,47 @@ from xen.xend.server import relocate
 relocate.listenRelocation()
 
 
+class _StreamEnds(object):
+    """XendCheckpoint's ``os``, observed where the kernel hands xend the
+    end of a stream: restore's ``os.read(fd, 1)`` returning nothing is the
+    target's EOF gate opening.  Stamped here because xend makes no
+    hypervisor call until completeRestore has introduced the domain,
+    written its details and registered its watches.  Everything else is
+    the real ``os``."""
+
+    def __init__(self, real):
+        self._real = real
+        self.lock = threading.Lock()
+        self.seen = []
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def read(self, fd, n):
+        data = self._real.read(fd, n)
+        if not data:
+            entry = {"t": time.time(), "fd": fd,
+                     "thread_id": threading.currentThread().ident}
+            self.lock.acquire()
+            try:
+                self.seen.append(entry)
+            finally:
+                self.lock.release()
+        return data
+
+    def forget(self):
+        self.lock.acquire()
+        try:
+            del self.seen[:]
+        finally:
+            self.lock.release()
+
+
+from xen.xend import XendCheckpoint
+stream_ends = _StreamEnds(XendCheckpoint.os)
+XendCheckpoint.os = stream_ends
+
+
 def _dominfo(domid):
     d = xd.domain_lookup_nr(domid)
     if d is None:
@@ -148,6 +189,16 @@ def op_xc_calls():
 
 def op_forget_xc_calls():
     xcmod.forget_calls()
+    stream_ends.forget()
+
+
+def op_stream_ends():
+    """When XendCheckpoint's reads met the end of their stream."""
+    stream_ends.lock.acquire()
+    try:
+        return list(stream_ends.seen)
+    finally:
+        stream_ends.lock.release()
 
 
 def op_xc(method, args):
