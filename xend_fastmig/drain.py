@@ -155,24 +155,25 @@ class DrainWaiter:
         confirmed = []
         if not pending:
             return confirmed
+        # Look once before watching: with the early release the backends
+        # have usually drained while the last round was sent, and a watch
+        # costs two store round trips and a pass through xend's watch
+        # thread between the image's end and the target's go.
+        pending = self._unconfirmed(pending, confirmed, started)
+        if not pending:
+            return confirmed
         wakeup = _Wakeup()
         watches = []
         try:
             recheck = self._watch(pending, wakeup, watches)
+            # Looked at again after the watches are set: a drain between
+            # the first look and the watch would otherwise wait for the
+            # recheck.
             to_check = pending
             while True:
-                still = []
-                for device in pending:
-                    if device not in to_check:
-                        still.append(device)
-                        continue
-                    how = self.confirmation(device)
-                    if how is None:
-                        still.append(device)
-                    else:
-                        confirmed.append((device.name(), how,
-                                          now() - started))
-                pending = still
+                unchecked = [d for d in pending if d not in to_check]
+                pending = unchecked + self._unconfirmed(to_check, confirmed,
+                                                        started)
                 if not pending:
                     return confirmed
                 if deadline.expired():
@@ -192,6 +193,17 @@ class DrainWaiter:
                     # Already gone (its callback returned False): fine.
                     pass
             wakeup.close()
+
+    def _unconfirmed(self, devices, confirmed, started):
+        """The devices not yet confirmed; the others join ``confirmed``."""
+        still = []
+        for device in devices:
+            how = self.confirmation(device)
+            if how is None:
+                still.append(device)
+            else:
+                confirmed.append((device.name(), how, now() - started))
+        return still
 
     def _watch(self, devices, wakeup, watches):
         """Watch every backend; return how long to sleep between looks."""

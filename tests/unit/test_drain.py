@@ -40,6 +40,31 @@ def test_backend_gone_confirms_a_classic_drain(store):
     assert store.active_watches() == 0
 
 
+def test_backends_drained_before_the_wait_are_not_watched(store, mocker):
+    """The early release's usual case: the backends drained during the
+    last round, so the wait after the image only looks."""
+    devices = devices_of(store, vbds=(51712, 51728))
+    store.remove(BACKEND)
+    store.remove("/local/domain/0/backend/vbd/7/51728")
+    watch = mocker.spy(store, "xswatch")
+    confirmed = DrainWaiter(store, devices, 5).wait()
+    assert sorted(name for name, _, _ in confirmed) == [
+        "vbd/51712", "vbd/51728"]
+    assert not watch.called
+
+
+def test_only_the_backends_still_busy_are_watched(store, mocker):
+    devices = devices_of(store, vbds=(51712, 51728))
+    store.remove(BACKEND)
+    watch = mocker.spy(store, "xswatch")
+    later(0.05, lambda: store.remove("/local/domain/0/backend/vbd/7/51728"))
+    confirmed = DrainWaiter(store, devices, 5).wait()
+    assert [name for name, _, _ in confirmed] == ["vbd/51712", "vbd/51728"]
+    assert [c.args[0] for c in watch.call_args_list] == [
+        "/local/domain/0/backend/vbd/7/51728"]
+    assert store.active_watches() == 0
+
+
 def test_shutdown_done_confirms_a_protocol_drain(store):
     devices = devices_of(store, protocol=True)
     later(0.05, lambda: store.write(BACKEND + "/shutdown-done", ""))
