@@ -35,12 +35,15 @@ Pieces, one job each:
 * build.py: copy a tree's tools/python + tools/examples, apply patches
   (``patch -p1 --fuzz=0``), build its xen.lowlevel.xs and ptsname for
   Python 2.7; cached outside the repository per tree and patch bytes.
-* host.py: one host's processes (xenstored, xend on 2.7, dom0 backend).
+* host.py: one host's processes (xenstored, xend on 2.7, dom0 backend,
+  helper server).
 * py2/hostd.py: the xend process (XendDomain + relocation server, and
   the control socket); py2/lowlevel/xc.py and acm.py: the hypervisor
   stand-ins; py2/guestkernel.py: each guest's kernel (xenbus shutdown
   handler, blkfront and its recovery).
-* helpers.py: xc_save / xc_restore; devicemodel.py: qemu-dm.
+* helpers.py: xc_save / xc_restore, run by a server per host on behalf of
+  helper_client.c, the binaries xend forks (a C process's quick exit, as
+  Xen's own helpers'); devicemodel.py: qemu-dm.
 * backend.py: dom0's blkback/blktap + udev running the tree's own hotplug
   scripts; disk.py: the shared images and the stale-block checker.
 * harness.py: the two-host driver.

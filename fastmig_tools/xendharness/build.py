@@ -18,7 +18,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -174,15 +173,42 @@ def _install_standins(root: Path, helper_dir: Path) -> None:
         if stale.exists():
             stale.unlink()
     helper_dir.mkdir(exist_ok=True)
-    for helper in ("xc_save", "xc_restore"):
-        path = helper_dir / helper
-        text = "#!/bin/sh\nexec %s %s %s \"$@\"\n" % (
-            sys.executable, _HERE / "helpers.py", helper)
-        if not path.exists() or path.read_text() != text:
-            tmp = path.with_suffix(".new")
-            tmp.write_text(text)
-            tmp.chmod(0o755)
-            os.rename(tmp, path)
+    _build_helper_client(helper_dir)
+
+
+HELPER_CLIENT = _HERE / "helper_client.c"
+
+
+def _build_helper_client(helper_dir: Path) -> None:
+    """``xc_save`` and ``xc_restore``: helper_client.c, which hands each
+    run to the host's helper server (helpers.py), built again whenever
+    its source changes."""
+    source = HELPER_CLIENT.read_bytes()
+    stamp = helper_dir / "helper_client.sha256"
+    digest = hashlib.sha256(source).hexdigest()
+    names = ("xc_save", "xc_restore")
+    if (stamp.exists() and stamp.read_text() == digest
+            and all((helper_dir / n).exists() for n in names)):
+        return
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise HarnessUnavailable("no C compiler for %s (%s)"
+                                 % (HELPER_CLIENT.name, INSTALL_HINT))
+    built = helper_dir / ("helper_client.%d" % os.getpid())
+    r = subprocess.run([gcc, "-O2", "-Wall", "-Wextra", "-Werror", "-o",
+                        str(built), str(HELPER_CLIENT)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        built.unlink(missing_ok=True)
+        raise HarnessUnavailable("%s does not build:\n%s"
+                                 % (HELPER_CLIENT, r.stderr))
+    for name in names:
+        tmp = helper_dir / ("%s.%d.new" % (name, os.getpid()))
+        shutil.copyfile(built, tmp)
+        tmp.chmod(0o755)
+        os.rename(tmp, helper_dir / name)
+    built.unlink()
+    stamp.write_text(digest)
 
 
 def prepare_tree(tree: str | os.PathLike, patches=()) -> PreparedTree:

@@ -12,6 +12,13 @@ them over stdin/stdout:
   image (exactly, leaving the fd at the byte after it), writes the guest's
   memory for DOMID, prints ``store-mfn N`` and, for PV, ``console-mfn N``.
 
+xend forks ``helper_client.c`` under those names; it hands its arguments
+and descriptors to this module's server (``helpers.py --serve SOCKET``,
+one per host, started by host.py) and exits with the status the run
+returns.  A Python helper's own exit would take over a millisecond here,
+between the image's end and xend's next step; Xen's C helpers exit at
+once.
+
 The image is real bytes on the wire: a header, the guest's memory state
 (the guest kernel's JSON, as the real image carries its pages) and filler
 proportional to the guest's memory (``image_bytes_per_gb``).  The last
@@ -25,9 +32,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import struct
 import sys
+import threading
 import time
+import traceback
 
 MAGIC = b"HARNESSXENIMAGE1"
 # Records after the magic: kind (1 byte) + length (8 bytes) + payload.
@@ -88,7 +98,7 @@ def _record(fd: int, kind: int, payload: bytes) -> None:
     _write_all(fd, _RECORD.pack(kind, len(payload)) + payload)
 
 
-def save(argv: list[str]) -> int:
+def save(argv: list[str], stdin, stdout) -> int:
     fd, domid, flags = int(argv[0]), int(argv[1]), int(argv[4])
     live = bool(flags & 1)
     faults = _faults()
@@ -99,9 +109,9 @@ def save(argv: list[str]) -> int:
     _write_all(fd, MAGIC)
     if live:
         _record(fd, PAGES, b"\0" * first)      # round 1, guest running
-    sys.stdout.write("suspend\n")
-    sys.stdout.flush()
-    answer = sys.stdin.readline()
+    stdout.write("suspend\n")
+    stdout.flush()
+    answer = stdin.readline()
     if answer.strip() != "done":
         _log(helper="xc_save", what="no-done", domid=domid, got=answer)
         return 1
@@ -123,7 +133,7 @@ def save(argv: list[str]) -> int:
     return 0
 
 
-def restore(argv: list[str]) -> int:
+def restore(argv: list[str], stdin, stdout) -> int:
     fd, domid, hvm = int(argv[0]), int(argv[1]), int(argv[4])
     faults = _faults()
     _log(helper="xc_restore", what="start", domid=domid)
@@ -152,32 +162,143 @@ def restore(argv: list[str]) -> int:
     with open(tmp, "w") as f:
         json.dump(state, f)
     os.rename(tmp, os.path.join(mem_dir, str(domid)))
-    sys.stdout.write("store-mfn %d\n" % (1000 + domid))
+    stdout.write("store-mfn %d\n" % (1000 + domid))
     if not hvm:
-        sys.stdout.write("console-mfn %d\n" % (2000 + domid))
-    sys.stdout.flush()
+        stdout.write("console-mfn %d\n" % (2000 + domid))
+    stdout.flush()
     _log(helper="xc_restore", what="done", domid=domid)
     return 0
 
 
+HELPERS = {"xc_save": save, "xc_restore": restore}
+SOCKET_NAME = "helpers.sock"
+
+
+class _Session:
+    """One client's run: its descriptors (stdin, stdout, stderr, the
+    image), closed once, under a lock, so that stopping a run never
+    touches a descriptor number the process has since reused."""
+
+    def __init__(self, fds: list[int]):
+        self.fds = list(fds)
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def run(self, name: str, argv: list[str]) -> int:
+        stdin = os.fdopen(os.dup(self.fds[0]), "r")
+        stdout = os.fdopen(os.dup(self.fds[1]), "w")
+        try:
+            helper = HELPERS.get(name)
+            if helper is None:
+                self._complain("unknown helper %s\n" % name)
+                return 2
+            if len(self.fds) > 3:
+                argv = [str(self.fds[3])] + list(argv[1:])
+            try:
+                return helper(argv, stdin, stdout)
+            except Exception:
+                # What a crashing helper prints; xend logs its stderr.
+                self._complain(traceback.format_exc())
+                return 1
+        finally:
+            for stream in (stdout, stdin):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
+    def _complain(self, text: str) -> None:
+        try:
+            os.write(self.fds[2], text.encode("utf-8", "replace"))
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Close every descriptor: xend sees the ends of its pipes as soon
+        as the client exits."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            for fd in self.fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        """The client died (its xend was killed): end the helper's blocking
+        reads and writes on the image, as its death would have."""
+        with self.lock:
+            if self.closed:
+                return
+            for fd in self.fds[3:]:
+                try:
+                    image = socket.socket(fileno=os.dup(fd))
+                except OSError:
+                    continue      # not a socket (a save to a file)
+                try:
+                    image.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                finally:
+                    image.close()
+
+
+def _serve_one(conn: socket.socket) -> None:
+    try:
+        message, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 8)
+        session = _Session(fds)
+        if len(fds) < 3:
+            session.close()
+            return
+        parts = message.decode("utf-8", "replace").split("\0")[:-1]
+        watcher = threading.Thread(target=_watch_client,
+                                   args=(conn, session), daemon=True)
+        watcher.start()
+        try:
+            status = session.run(parts[0], parts[1:])
+        finally:
+            session.close()
+        try:
+            conn.send(bytes([status & 0xFF]))
+        except OSError:
+            pass
+    finally:
+        conn.close()
+
+
+def _watch_client(conn: socket.socket, session: _Session) -> None:
+    # The client sends nothing more: recv returns when it is gone (or
+    # when _serve_one closes the connection, after the session closed).
+    try:
+        conn.recv(1)
+    except OSError:
+        pass
+    session.stop()
+
+
+def serve(path: str) -> None:
+    """Answer the clients (helper_client.c) of one host until killed."""
+    if os.path.exists(path):
+        os.unlink(path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server.bind(path)
+    server.listen(16)
+    sys.stdout.write("ready %d\n" % os.getpid())
+    sys.stdout.flush()
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=_serve_one, args=(conn,), daemon=True).start()
+
+
 def main() -> int:
-    name = os.path.basename(sys.argv[1]) if len(sys.argv) > 1 else ""
-    if name == "xc_save":
-        return save(sys.argv[2:])
-    if name == "xc_restore":
-        return restore(sys.argv[2:])
-    sys.stderr.write("unknown helper %s\n" % name)
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        serve(sys.argv[2])
+        return 0
+    sys.stderr.write("usage: helpers.py --serve SOCKET\n")
     return 2
 
 
-def _exit_now(status: int) -> None:
-    """Exit as the C helpers do, at once: xend waits for the helper's exit
-    before it goes on, and an interpreter's shutdown (10-20 ms here) would
-    sit between the image's end and xend's next step."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
-
-
 if __name__ == "__main__":
-    _exit_now(main())
+    sys.exit(main())

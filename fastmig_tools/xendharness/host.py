@@ -79,6 +79,7 @@ class Host:
         self.xenstored: ManagedXenstored | None = None
         self.backend_proc: subprocess.Popen | None = None
         self.xend_proc: subprocess.Popen | None = None
+        self.helper_proc: subprocess.Popen | None = None
         self._control_lock = threading.Lock()
         self.final_logs: dict = {}
 
@@ -125,6 +126,16 @@ class Host:
         env.pop("XEND_DEBUG", None)
         env["HARNESS_QEMU_SAVE"] = self._qemu_save_pattern()
         self.env = env
+        # What xend's xc_save and xc_restore hand their runs to (see
+        # helper_client.c).
+        self.helper_proc = subprocess.Popen(
+            [sys.executable, "-m", "fastmig_tools.xendharness.helpers",
+             "--serve", str(self.hv_dir / "helpers.sock")],
+            env=dict(env, PYTHONPATH=str(_REPO)), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=open(self.dir / "helpers.stderr", "wb"),
+            start_new_session=True, text=True, preexec_fn=die_with_parent)
+        self._expect_ready(self.helper_proc, "helper server", "helpers.stderr")
         # xend first: its start rewrites /local/domain/0 (recreate of dom0),
         # which would wipe what a dom0 kernel advertises there.
         self.control_path = str(self.dir / "control.sock")
@@ -183,10 +194,14 @@ class Host:
                 pass
             self._kill(self.backend_proc)
             self.backend_proc = None
+        if self.helper_proc is not None:
+            self._kill(self.helper_proc)
+            self.helper_proc = None
         if self.xenstored is not None:
             self.xenstored.stop()
             self.xenstored = None
-        for name in ("xend.log", "backend.log", "xend.stderr", "backend.stderr"):
+        for name in ("xend.log", "backend.log", "xend.stderr", "backend.stderr",
+                     "helpers.stderr"):
             p = self.dir / name
             if p.exists():
                 self.final_logs[name] = p.read_text(errors="replace")
