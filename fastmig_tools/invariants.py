@@ -108,8 +108,11 @@ class Observation:
     # running when the run ended).
     source_ran: list = dataclasses.field(default_factory=list)
     target_ran: list = dataclasses.field(default_factory=list)
-    # The source copy's destroy began (None: never).
+    # The source copy's destroy began (None: never), and returned: the
+    # domain gone and its backends told, as stock 3.1 has it before it
+    # releases the target (None: it never returned).
     source_destroyed_at: float | None = None
+    source_gone_at: float | None = None
     # The target's verdict as sent: "ok", "err" or None, and when.
     target_said: str | None = None
     target_said_at: float | None = None
@@ -220,8 +223,11 @@ def _release_gate(obs):
     released = obs.released_at
     if released is None:
         return
-    destroyed = obs.source_destroyed_at
-    if destroyed is not None and destroyed <= released:
+    # Stock's order: released once the destroy has returned.  Not once it
+    # began: Xen 4.1's order closes the socket and then destroys, and its
+    # target runs while the source's backends still hold the writes.
+    gone = obs.source_gone_at
+    if gone is not None and gone <= released:
         return
     waiting = sorted(dev for dev, t in obs.drains_confirmed.items()
                      if t is None or t > released)

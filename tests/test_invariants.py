@@ -102,9 +102,19 @@ def test_released_before_a_drain_or_a_write(changes):
 
 
 def test_released_after_the_destroy_is_stocks_order():
-    assert _ids(_safe(fast_path=False, source_destroyed_at=0.011,
+    assert _ids(_safe(fast_path=False, source_destroyed_at=0.008,
+                      source_gone_at=0.011,
                       drains_confirmed={"vbd-1": None},
                       writes_landed={"vbd-1": 0.050})) == []
+
+
+def test_released_while_the_destroy_runs_is_not_stocks_order():
+    """Xen 4.1's order: close, then destroy; the target may take its EOF
+    after the destroy began, with the source's writes still in flight."""
+    assert _ids(_safe(fast_path=False, source_destroyed_at=0.008,
+                      source_gone_at=0.200,
+                      drains_confirmed={"vbd-1": None},
+                      writes_landed={"vbd-1": 0.050})) == ["I4", "I4"]
 
 
 def test_ok_without_a_destroy():

@@ -316,7 +316,9 @@ def test_matrix_table(capsys):
     rows = {l.split()[0]: l.split()[1:] for l in lines
             if not l.startswith(" ") and l.split()
             and l.split()[0] in ("none", "slow-write", "target-stream")}
-    assert rows["none"] == ["0/1", "target"] * 3
+    # Xen 4.1 closes, then destroys: its target takes the EOF while the
+    # destroy runs, before any backend confirmed its drain.
+    assert rows["none"] == ["0/1", "target", "1/1", "target", "0/1", "target"]
     assert rows["slow-write"][0] == "1/1" and rows["slow-write"][4] == "0/1"
     assert rows["target-stream"] == ["1/1", "LOST", "1/1", "LOST",
                                      "0/1", "source"]

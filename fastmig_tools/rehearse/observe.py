@@ -69,6 +69,7 @@ def observe(result) -> Observation:
         source_ran=source_ran,
         target_ran=[(_s(start), _s(end)) for start, end in result.target_ran],
         source_destroyed_at=destroyed,
+        source_gone_at=_s(result.source_destroyed_ms),
         target_said=result.target_said,
         target_said_at=_s(result.target_said_ms),
         released_at=_s(result.released_ms),

@@ -167,11 +167,13 @@ def observe(pair, domid, result, *, stock_ends_without_copy=False,
                 and c["args"][0] != 0:
             target_ran.extend(_ran(target_calls, c["args"][0], c["t"]))
             break
-    destroyed = None
+    destroyed = gone = None
     for c in source_calls:
         if c["call"] == "domain_destroy" and c["args"] and \
                 c["args"][0] == domid:
             destroyed = c["t"]
+            if _ok(c):
+                gone = c["end"]
             break
     backend_events = pair.source.backend_events()
     confirmed, writes = _backend_facts(backend_events, domid)
@@ -207,6 +209,7 @@ def observe(pair, domid, result, *, stock_ends_without_copy=False,
         source_ran=source_ran,
         target_ran=target_ran,
         source_destroyed_at=destroyed,
+        source_gone_at=gone,
         target_said=said,
         # Not recorded by the harness: the rule for stock's order then
         # assumes the (err ...) came too late to be seen.

@@ -241,6 +241,7 @@ def observe(out) -> Observation:
         source_ran=source_ran,
         target_ran=target_ran,
         source_destroyed_at=destroyed,
+        source_gone_at=dominfo.times.get("domid_cleared"),
         target_said=said,
         target_said_at=target.replied_at if said is not None else None,
         released_at=released,
