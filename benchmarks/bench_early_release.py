@@ -212,10 +212,16 @@ def _pair(values, signed=False):
 
 
 def summarize(cells, policies, teardown, noise):
-    """Rows of the table and the number of cells meeting the target."""
+    """Rows of the table and the number of cells meeting the target.
+
+    ``teardown``: ms, or {(last round, slowest): ms} when each cell
+    predicts from the teardown its own runs measured (then shown)."""
+    per_cell = isinstance(teardown, dict)
     header = ["last round", "slowest"]
     for policy in policies:
         header += ["%s blackout" % policy, "%s -limit" % policy]
+    if per_cell:
+        header.append("teardown")
     header += ["late-early", "model", "issue", "target"]
     rows = [header]
     met = 0
@@ -230,14 +236,18 @@ def summarize(cells, policies, teardown, noise):
                     if r.over_limit_ms is not None]
             medians[policy] = (_median(blackouts), over)
             row += [_pair(blackouts), _pair(over, signed=True)]
-        predicted = predicted_gain(last_round, slowest, teardown)
+        cell_teardown = teardown
+        if per_cell:
+            cell_teardown = teardown[(last_round, slowest)]
+            row.append("%.0f" % cell_teardown)
+        predicted = predicted_gain(last_round, slowest, cell_teardown)
         gain = None
         if "fastmig" in medians and "fastmig-late" in medians \
                 and None not in (medians["fastmig"][0],
                                  medians["fastmig-late"][0]):
             gain = medians["fastmig-late"][0] - medians["fastmig"][0]
         row += [_fmt(gain, signed=True), "%.0f" % predicted,
-                "%.0f" % issue_gain(last_round, slowest, teardown)]
+                "%.0f" % issue_gain(last_round, slowest, cell_teardown)]
         verdict = "-"
         if "fastmig" in medians and medians["fastmig"][1]:
             over = medians["fastmig"][1]
@@ -303,22 +313,29 @@ def main(argv=None) -> int:
     teardown = args.teardown
     where = "%s harness, %s xenstored" % (args.harness, args.xenstored)
     if args.harness == "xend":
-        # The tree's hotplug scripts are the teardown: predict with what
-        # they took.
+        # The tree's hotplug scripts are the teardown: each cell predicts
+        # with what they took in its own runs (their time drifts with the
+        # machine's load over a run of several minutes).
         measured = [r.teardown_measured_ms for by_policy in cells.values()
                     for results in by_policy.values() for r in results
                     if r.teardown_measured_ms is not None]
-        teardown = _median(measured) if measured else args.teardown
+        teardown = {}
+        for cell, by_policy in cells.items():
+            own = [r.teardown_measured_ms for results in by_policy.values()
+                   for r in results if r.teardown_measured_ms is not None]
+            teardown[cell] = _median(own) if own else args.teardown
         where = ("xend harness (%s, real xenstored, teardown = the tree's "
-                 "hotplug scripts, measured median/worst %s ms)"
-                 % (os.path.basename(args.tree or "3.1.0"), _pair(measured)))
+                 "hotplug scripts, measured median/worst %s ms, each "
+                 "cell's median shown), %g s of pre-copy"
+                 % (os.path.basename(args.tree or "3.1.0"), _pair(measured),
+                    runner.bench.settings()["precopy_seconds"]))
     rows, met = summarize(cells, args.policies, teardown, args.noise_ms)
+    if not isinstance(teardown, dict):
+        where += ", teardown %.0f ms" % teardown
     print("bench_early_release: %s, %g MB guest, "
-          "teardown %.0f ms, %d runs per cell and policy; %s, %d CPUs, "
-          "Python %s; %.0f s"
-          % (where, args.memory * 1024,
-             teardown, args.runs, platform.platform(), os.cpu_count(),
-             platform.python_version(), elapsed))
+          "%d runs per cell and policy; %s, %d CPUs, Python %s; %.0f s"
+          % (where, args.memory * 1024, args.runs, platform.platform(),
+             os.cpu_count(), platform.python_version(), elapsed))
     print("ms, median/worst; -limit = blackout - limit; late-early = "
           "difference of the median blackouts; model, issue: predicted "
           "late-early; target: fastmig -limit within %g/%g ms and "

@@ -91,6 +91,11 @@ SECTIONS = {s.name: s for s in (
             (sys.executable, "benchmarks/bench_early_release.py",
              "--quiet"),
             "python3 benchmarks/bench_early_release.py", "about 10 minutes"),
+    Section("bench-early-release-xend", False,
+            (sys.executable, "benchmarks/bench_early_release.py",
+             "--harness", "xend", "--quiet"),
+            "python3 benchmarks/bench_early_release.py --harness xend",
+            "about 15 minutes"),
     # The tree's real xend on the harness (fastmig_tools/xendharness).
     Section("xend-verify", False,
             _cli("verify", "--tree", "../shared/xen/3.1.0", "--quiet"),

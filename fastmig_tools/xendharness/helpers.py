@@ -24,7 +24,8 @@ The image is real bytes on the wire: a header, the guest's memory state
 proportional to the guest's memory (``image_bytes_per_gb``).  The last
 memory round, sent after xend's ``done`` (the guest suspended), takes at
 least ``last_round_seconds`` (default 0: as fast as the pipe goes), as a
-real xc_save's last round of dirty pages does.  Faults and knobs are
+real xc_save's last round of dirty pages does; a live save's rounds before
+the suspend at least ``precopy_seconds`` (default 0).  Faults and knobs are
 read from ``$HARNESS_HV_DIR/faults.json``; every helper run is logged to
 ``$HARNESS_HV_DIR/helpers.log``.
 """
@@ -109,6 +110,9 @@ def save(argv: list[str], stdin, stdout) -> int:
     _write_all(fd, MAGIC)
     if live:
         _record(fd, PAGES, b"\0" * first)      # round 1, guest running
+        # The pre-copy rounds take at least this (a real one: the
+        # guest's memory over the wire, seconds per GB at 1 Gb/s).
+        time.sleep(float(faults.get("precopy_seconds", 0)))
     stdout.write("suspend\n")
     stdout.flush()
     answer = stdin.readline()
