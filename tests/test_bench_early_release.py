@@ -33,6 +33,17 @@ def test_the_models_prediction(last_round, slowest, gain):
     assert _module().predicted_gain(last_round, slowest, 30) == gain
 
 
+def test_the_noise_is_the_bootstrap_interval_of_the_gain():
+    bench = _module()
+    steady = [100.0] * 20
+    assert bench.gain_noise(steady, [130.0] * 20, 5.0) == 5.0
+    spread = [100.0 + 3 * i for i in range(20)]
+    noise = bench.gain_noise(spread, [x + 30 for x in spread], 5.0)
+    # Medians of 20 runs spread over 57 ms: the interval is tens of ms.
+    assert 10.0 < noise < 40.0
+    assert bench.gain_noise([100.0], [130.0], 5.0) == 5.0
+
+
 def test_tiny_run_prints_the_table():
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quiet", "--runs", "2",
@@ -68,14 +79,14 @@ def test_the_xend_harness_prints_the_same_table():
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("bench_early_release: xend harness (3.1.0, ")
     assert "s of pre-copy" in lines[0]
-    assert lines[2].split()[-5:] == ["teardown", "late-early", "model",
-                                     "issue", "target"]
+    assert lines[2].split()[-6:] == ["teardown", "late-early", "noise",
+                                     "model", "issue", "target"]
     row = lines[4].split()
     assert row[:2] == ["30", "5"]
     assert row[-1] in ("met", "MISSED")
     # The cell predicts from its own teardown: the model's gain is
     # clamp(30 - 5, 0, teardown), the issue's min(30, 5 + teardown).
-    teardown = float(row[-5])
+    teardown = float(row[-6])
     assert float(row[-3]) == pytest.approx(min(25.0, teardown), abs=0.5)
     assert float(row[-2]) == pytest.approx(min(30.0, 5 + teardown), abs=0.5)
     assert "fastmig runs with stale blocks or invariant violations: 0" \
