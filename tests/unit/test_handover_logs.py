@@ -39,13 +39,22 @@ def lines(xend_log, report=None):
     return out
 
 
-def test_the_fast_path(store, socketpair, xend_log):
+def migrate(store, socketpair, drain=None, verdict=b"(ok)\n", **options):
+    """A whole handover of domain 7 (one disk, no vif) to a target that
+    answers ``verdict``; its backend drains ``drain`` seconds after its
+    release (None: never).  The report."""
     source, target_sock = socketpair
-    dominfo, env, journal = make(store, vifs=())
-    drain_after(store, journal, 0.02)
-    target = Target(target_sock, journal)
+    dominfo, env, journal = make(store, vifs=(), **options)
+    if drain is not None:
+        drain_after(store, journal, drain)
+    target = Target(target_sock, journal, verdict=verdict)
     report = hand_over(dominfo, source, env)
     target.join()
+    return report
+
+
+def test_the_fast_path(store, socketpair, xend_log):
+    report = migrate(store, socketpair, drain=0.02)
     # No fallback, so no reason for one (a string all the same).
     assert report.reason == ""
     assert lines(xend_log, report) == [
@@ -56,12 +65,7 @@ def test_the_fast_path(store, socketpair, xend_log):
 
 
 def test_an_err_verdict(store, socketpair, xend_log):
-    source, target_sock = socketpair
-    dominfo, env, journal = make(store, vifs=())
-    drain_after(store, journal, 0.01)
-    target = Target(target_sock, journal, verdict=ERR)
-    report = hand_over(dominfo, source, env)
-    target.join()
+    report = migrate(store, socketpair, drain=0.01, verdict=ERR)
     assert lines(xend_log, report) == [
         'WARNING fastmig: domain 7: the migration failed ((err (type '
         '"x") (value "Restore failed"))); the guest was resumed at th'
@@ -76,12 +80,8 @@ def test_an_err_verdict(store, socketpair, xend_log):
 
 
 def test_no_verdict(store, socketpair, xend_log):
-    source, target_sock = socketpair
-    dominfo, env, journal = make(store, vifs=(), verdict_timeout=0.2)
-    drain_after(store, journal, 0.01)
-    target = Target(target_sock, journal, verdict=None)
-    report = hand_over(dominfo, source, env)
-    target.join()
+    report = migrate(store, socketpair, drain=0.01, verdict=None,
+                     verdict_timeout=0.2)
     assert lines(xend_log, report) == [
         'ERROR fastmig: domain 7: no usable verdict from the target ('
         'no reply within 0.2 s): the outcome of the migration is UNKN'
@@ -99,11 +99,7 @@ def test_no_verdict(store, socketpair, xend_log):
 
 
 def test_a_drain_timeout(store, socketpair, xend_log):
-    source, target_sock = socketpair
-    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.2)
-    target = Target(target_sock, journal)
-    report = hand_over(dominfo, source, env)
-    target.join()
+    report = migrate(store, socketpair, drain_timeout=0.2)
     assert lines(xend_log, report) == [
         'WARNING fastmig: domain 7: block backends still busy after N'
         ' s: vbd/51712; falling back to the stock order: destroy the '
@@ -118,11 +114,8 @@ def test_a_drain_timeout(store, socketpair, xend_log):
 
 
 def test_an_err_after_the_stock_order(store, socketpair, xend_log):
-    source, target_sock = socketpair
-    dominfo, env, journal = make(store, vifs=(), drain_timeout=0.1)
-    target = Target(target_sock, journal, verdict=b"(err (value x))\n")
-    report = hand_over(dominfo, source, env)
-    target.join()
+    report = migrate(store, socketpair, verdict=b"(err (value x))\n",
+                     drain_timeout=0.1)
     assert lines(xend_log, report) == [
         'WARNING fastmig: domain 7: block backends still busy after N'
         ' s: vbd/51712; falling back to the stock order: destroy the '
@@ -166,12 +159,7 @@ def test_a_failed_resume(store, socketpair, mocker, xend_log):
 
 
 def test_an_hvm_guest_that_cannot_come_back(store, socketpair, xend_log):
-    source, target_sock = socketpair
-    dominfo, env, journal = make(store, vifs=(), hvm=True)
-    drain_after(store, journal, 0.01)
-    target = Target(target_sock, journal, verdict=ERR)
-    report = hand_over(dominfo, source, env)
-    target.join()
+    report = migrate(store, socketpair, drain=0.01, verdict=ERR, hvm=True)
     assert lines(xend_log, report) == [
         'ERROR fastmig: domain 7: the migration failed ((err (type "x'
         '") (value "Restore failed"))) and the source copy could not '
@@ -494,7 +482,7 @@ def test_a_failing_half_close(store, socketpair, xend_log):
     source, target_sock = socketpair
     dominfo, env, journal = make(store, vifs=(), verdict_timeout=0.2)
     drain_after(store, journal, 0.01)
-    report = hand_over(dominfo, _NoHalfClose(source), env)
+    hand_over(dominfo, _NoHalfClose(source), env)
     assert lines(xend_log)[0] == "ERROR fastmig: domain 7: half-closing " \
         "the relocation connection failed: [Errno 107] Transport endpoint " \
         "is not connected"
