@@ -20,7 +20,7 @@ Sections (``--list`` prints them):
   ``verify`` and ``rehearse --xend`` on ../shared/xen/3.1.0's real xend.
 
     python3 benchmarks/readme_figures.py            # regenerate the cheap sections
-    python3 benchmarks/readme_figures.py --all      # every section (about 40 minutes)
+    python3 benchmarks/readme_figures.py --all      # every section (about an hour)
     python3 benchmarks/readme_figures.py --section matrix
     python3 benchmarks/readme_figures.py --check    # exit 1 if README disagrees
 
@@ -362,7 +362,7 @@ def main(argv=None) -> int:
                         help="re-run the cheap sections and exit 1 if "
                         "README disagrees (writes nothing)")
     parser.add_argument("--all", action="store_true",
-                        help="also the expensive sections (about 40 min)")
+                        help="also the expensive sections (about an hour)")
     parser.add_argument("--section", action="append", metavar="NAME",
                         help="only this section (may be repeated)")
     parser.add_argument("--readme", default=str(README), metavar="FILE",
