@@ -189,8 +189,9 @@ class _Session:
         self.closed = False
 
     def run(self, name: str, argv: list[str]) -> int:
-        stdin = os.fdopen(os.dup(self.fds[0]), "r")
-        stdout = os.fdopen(os.dup(self.fds[1]), "w")
+        # close() below closes the descriptors, once, under the lock.
+        stdin = os.fdopen(self.fds[0], "r", closefd=False)
+        stdout = os.fdopen(self.fds[1], "w", closefd=False)
         try:
             helper = HELPERS.get(name)
             if helper is None:
@@ -237,9 +238,11 @@ class _Session:
             if self.closed:
                 return
             for fd in self.fds[3:]:
+                copy = os.dup(fd)
                 try:
-                    image = socket.socket(fileno=os.dup(fd))
+                    image = socket.socket(fileno=copy)
                 except OSError:
+                    os.close(copy)
                     continue      # not a socket (a save to a file)
                 try:
                     image.shutdown(socket.SHUT_RDWR)
