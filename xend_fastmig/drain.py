@@ -153,8 +153,6 @@ class DrainWaiter:
         started = now()
         pending = list(self.devices)
         confirmed = []
-        if not pending:
-            return confirmed
         # Look once before watching: with the early release the backends
         # have usually drained while the last round was sent, and a watch
         # costs two store round trips and a pass through xend's watch
@@ -171,9 +169,9 @@ class DrainWaiter:
             # recheck.
             to_check = pending
             while True:
-                unchecked = [d for d in pending if d not in to_check]
-                pending = unchecked + self._unconfirmed(to_check, confirmed,
-                                                        started)
+                still = self._unconfirmed(to_check, confirmed, started)
+                pending = [d for d in pending
+                           if d not in to_check or d in still]
                 if not pending:
                     return confirmed
                 if deadline.expired():
