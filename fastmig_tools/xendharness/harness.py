@@ -377,9 +377,14 @@ class TwoHosts:
     def reset_target_in_stream(self, timeout: float = 30.0) -> threading.Thread:
         """The target host goes down while the image streams in: its
         relocation socket, with unread data, answers the source with a
-        reset.  The image is made large enough (64 MiB per GB) to be caught
-        in flight."""
+        reset.  The image is made large enough (64 MiB per GB), and its
+        pre-copy round slow enough (``precopy_seconds``, its writes paced),
+        for the reset to come while the source still writes it, before the
+        suspend, however long killing the target takes on a loaded
+        machine (well under the pre-copy)."""
         self.set_image_bytes_per_gb(64 << 20)
+        for h in self.hosts():
+            h.set_helper_faults(precopy_seconds=3.0)
 
         def watch():
             deadline = time.time() + timeout

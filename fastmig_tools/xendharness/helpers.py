@@ -44,6 +44,8 @@ MAGIC = b"HARNESSXENIMAGE1"
 # Records after the magic: kind (1 byte) + length (8 bytes) + payload.
 _RECORD = struct.Struct("!BQ")
 PAGES, STATE, END = 1, 2, 0
+# What the paced pre-copy writes at a time.
+_CHUNK = 1 << 16
 
 
 def _hv_dir() -> str:
@@ -99,6 +101,24 @@ def _record(fd: int, kind: int, payload: bytes) -> None:
     _write_all(fd, _RECORD.pack(kind, len(payload)) + payload)
 
 
+def _paced_pages(fd: int, size: int, seconds: float) -> None:
+    """One PAGES record of ``size`` bytes, its writes spread over at least
+    ``seconds``."""
+    _write_all(fd, _RECORD.pack(PAGES, size))
+    start = time.time()
+    sent = 0
+    while sent < size:
+        n = min(_CHUNK, size - sent)
+        _write_all(fd, b"\0" * n)
+        sent += n
+        ahead = start + seconds * sent / size - time.time()
+        if ahead > 0:
+            time.sleep(ahead)
+    left = start + seconds - time.time()
+    if left > 0:
+        time.sleep(left)
+
+
 def save(argv: list[str], stdin, stdout) -> int:
     fd, domid, flags = int(argv[0]), int(argv[1]), int(argv[4])
     live = bool(flags & 1)
@@ -109,10 +129,10 @@ def save(argv: list[str], stdin, stdout) -> int:
     first = filler // 2 if live else 0
     _write_all(fd, MAGIC)
     if live:
-        _record(fd, PAGES, b"\0" * first)      # round 1, guest running
-        # The pre-copy rounds take at least this (a real one: the
-        # guest's memory over the wire, seconds per GB at 1 Gb/s).
-        time.sleep(float(faults.get("precopy_seconds", 0)))
+        # Round 1, the guest running: a real one streams the guest's
+        # memory for seconds per GB, and a target that goes away meanwhile
+        # fails one of its writes, before the suspend.
+        _paced_pages(fd, first, float(faults.get("precopy_seconds", 0)))
     stdout.write("suspend\n")
     stdout.flush()
     answer = stdin.readline()
