@@ -33,7 +33,9 @@ def budget_seconds(result) -> float:
     """The source's deadlines after the image: one drain timeout (the fast
     wait and the stock-order fallback's share it: docs/design.md, step 5),
     the verdict, the destroy, and, for a resume after a release, the grace
-    for the old backends to go."""
+    for the old backends to go; plus the seconds in which the process
+    could not run (``stalled_ms``: a loaded machine's, not the
+    handover's)."""
     from xend_fastmig.handover import RESUME_GRACE
     scenario = result.scenario
     resume = 0.0
@@ -41,7 +43,7 @@ def budget_seconds(result) -> float:
         resume = RESUME_GRACE
     return (scenario["drain_timeout"] + scenario["verdict_timeout"]
             + scenario["memory_gb"] * scenario["destroy_per_gb"]
-            + resume + HANDOVER_SLACK)
+            + resume + HANDOVER_SLACK + result.stalled_ms / 1000.0)
 
 
 def observe(result) -> Observation:

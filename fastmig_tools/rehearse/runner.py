@@ -44,6 +44,7 @@ from fastmig_tools.rehearse.observe import violations
 from fastmig_tools.rehearse.platform import ModelPlatform
 from fastmig_tools.rehearse.policies import run_policy
 from fastmig_tools.rehearse.scenario import FASTMIG_POLICIES, Scenario
+from fastmig_tools.rehearse.stall import StallMeter
 from fastmig_tools.rehearse.stores import open_host_stores
 from fastmig_tools.rehearse.target import READY_REPLY, TargetHost
 from fastmig_tools.rehearse.workload import (
@@ -89,6 +90,9 @@ class RunResult:
     # For the invariants (fastmig_tools.rehearse.observe).
     source_destroyed_ms: float | None = None
     handover_ms: float | None = None
+    # Of those, how long this process could not run (a loaded machine;
+    # fastmig_tools.rehearse.stall): the deadlines' budget adds it.
+    stalled_ms: float = 0.0
     target_sent_err: bool = False
     # xend's own destroyDomain raised (a store fault hit stock code).
     destroy_failed: bool = False
@@ -229,6 +233,8 @@ def run_once(scenario: Scenario, stores=None,
 
 def _run(scenario, source_store, target_store, tmp, cleanups):
     clock = time.monotonic
+    meter = StallMeter().start()
+    cleanups.append(meter.stop)
     store_ops_before = source_store.op_count
     disk_path = os.path.join(tmp, "disk.img")
     disk = SharedDisk(disk_path, scenario.devices, run=next(_runs))
@@ -387,6 +393,8 @@ def _run(scenario, source_store, target_store, tmp, cleanups):
                                      guest.suspended_at)
     if platform.image_sent_at is not None:
         result.handover_ms = (source_done - platform.image_sent_at) * 1000.0
+        result.stalled_ms = meter.stalled(platform.image_sent_at,
+                                          source_done) * 1000.0
     # The migration's own connection is the first (a second migration's
     # comes later).
     result.target_sent_err = any(

@@ -61,4 +61,8 @@ def pytest_terminal_summary(terminalreporter):
     if tally.RUNS:
         terminalreporter.write_line(
             "fastmig property runs: %d handovers, %d with invariant "
-            "violations" % (tally.RUNS, tally.VIOLATING))
+            "violations; the process could not run for %.1f s after "
+            "their images (at most %.2f s in one run), which their "
+            "deadlines' budget excuses"
+            % (tally.RUNS, tally.VIOLATING, tally.STALLED_SECONDS,
+               tally.MOST_STALLED))

@@ -46,6 +46,7 @@ from fastmig_tools.rehearse.stream import (END, PAGE, RING, config_sxp,
                                            write_record)
 from fastmig_tools.rehearse.target import TargetHost, TargetRun
 from fastmig_tools.rehearse.leftovers import left_behind
+from fastmig_tools.rehearse.stall import StallMeter
 from fastmig_tools.rehearse.injection import (FaultyHandle, FaultySocket,
                                               break_destroy, break_resume)
 from xend_fastmig.handover import Environment
@@ -189,6 +190,9 @@ class Outcome:
     started: float = 0.0
     image_sent_at: float | None = None
     ended: float = 0.0
+    # Seconds between the image and the end in which this process could
+    # not run (fastmig_tools.rehearse.stall): the budget adds them.
+    stalled: float = 0.0
     unleashed_at: float | None = None
     # What the target host did with this migration (its connection).
     target: TargetRun | None = None
@@ -312,6 +316,7 @@ def run_schedules(schedules, before_save=None,
     problems: list[str] = []
     # (the embedded store's fault record, its count) of "any" faults.
     armed_any: list = []
+    meter = StallMeter().start()
 
     def connect(faulty=None) -> XendApi:
         api = XendApi(faulty or store.connect())
@@ -393,6 +398,11 @@ def run_schedules(schedules, before_save=None,
             if run.source is not None:
                 run.source.close()
             run.target_join()
+        meter.stop()
+    for run in runs:
+        if run.out.image_sent_at is not None:
+            run.out.stalled = meter.stalled(run.out.image_sent_at,
+                                            run.out.ended)
     leaked_threads = _wait_threads(threads_before)
     leaked_fds = _fd_count() - fds_before
     for run in runs:

@@ -113,7 +113,9 @@ def budget_seconds(out) -> float:
 
     One drain timeout: the fast wait and the stock-order fallback's share
     it (issue 11, defect 8).  A resume after a release may wait up to the
-    grace for the old backends to go.
+    grace for the old backends to go.  Plus the seconds in which the
+    process could not run (``Outcome.stalled``): a loaded machine's, not
+    the handover's.
     """
     s = out.schedule
     ndev = len(s.devices) + 1
@@ -122,7 +124,7 @@ def budget_seconds(out) -> float:
                                                          SUSPENDED):
         resume = resume + RESUME_GRACE
     return (s.drain_timeout + VERDICT_TIMEOUT + s.destroy_cost + resume
-            + SLACK)
+            + SLACK + out.stalled)
 
 
 # ---------------------------------------------------------------------------

@@ -1,16 +1,23 @@
 """How many handovers the property tests ran, and how many broke an
 invariant (printed at the end of the pytest run); ``run_judged`` runs one
-schedule, judges it and counts it."""
+schedule, judges it and counts it.  Also how long the process could not
+run after the runs' images (the deadlines' budget adds it), so that a
+summary shows when the machine, not a handover, was slow."""
 
 RUNS = 0
 VIOLATING = 0
+STALLED_SECONDS = 0.0
+MOST_STALLED = 0.0
 
 
-def count(violations: list[str]) -> None:
-    global RUNS, VIOLATING
+def count(violations: list[str], out=None) -> None:
+    global RUNS, VIOLATING, STALLED_SECONDS, MOST_STALLED
     RUNS += 1
     if violations:
         VIOLATING += 1
+    if out is not None:
+        STALLED_SECONDS += out.stalled
+        MOST_STALLED = max(MOST_STALLED, out.stalled)
 
 
 def run_judged(schedule, say):
@@ -22,7 +29,7 @@ def run_judged(schedule, say):
     say(repr(schedule))
     out = run_schedule(schedule)
     found = findings(out)
-    count(found)
+    count(found, out)
     if out.report is not None:
         say(out.report.summary())
     say("save error: %r" % (out.save_error,))

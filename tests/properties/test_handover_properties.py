@@ -62,7 +62,7 @@ def test_guests_migrating_at_once_keep_the_invariants(batch):
     outs = run_schedules(batch)
     for out in outs:
         found = findings(out)
-        tally.count(found)
+        tally.count(found, out)
         if out.report is not None:
             note(out.report.summary())
         assert found == [], (out.schedule, found)
