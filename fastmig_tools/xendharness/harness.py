@@ -432,14 +432,20 @@ class TwoHosts:
                 elif (restore_thread is not None and done_t is not None
                       and c["thread_id"] == restore_thread and c["t"] >= done_t
                       and t.gate_open is None):
-                    # The restore thread's os.read(fd, 1) met the end of
-                    # the stream (hostd's _StreamEnds), or else, later,
-                    # its first hypervisor call after it (refreshShutdown's
-                    # domain_getinfo, once completeRestore has written
-                    # the store).
-                    t.gate_open = min([e["t"] for e in ends
-                                       if e["thread_id"] == restore_thread
-                                       and e["t"] >= done_t] or [c["t"]])
+                    # The restore thread went on past xc_restore: its
+                    # os.read(fd, 1) met the end of the stream, which
+                    # hostd's _StreamEnds stamps.  Without the stamp the
+                    # release would go unseen (and the oracle's gate
+                    # unjudged): the harness is broken, say so.
+                    stamps = [e["t"] for e in ends
+                              if e["thread_id"] == restore_thread
+                              and e["t"] >= done_t]
+                    if not stamps:
+                        raise RuntimeError(
+                            "harness: the target's restore thread went on "
+                            "after xc_restore without meeting the end of "
+                            "the stream (no stream_ends stamp)")
+                    t.gate_open = min(stamps)
                 if c["call"] == "domain_unpause" and "error" not in c \
                         and c["args"][0] != 0:
                     t.unpaused = c["t"]
