@@ -17,6 +17,7 @@ import time
 import uuid as uuidlib
 from typing import Callable
 
+from fastmig_tools.models.resume31 import resume_domain
 from fastmig_tools.models.layout import (
     DomainLayout,
     write_devices,
@@ -360,30 +361,14 @@ class ModelDomainInfo:
             self.resume_path = "skipped"
             return
         try:
-            fast = bool(self.info.get_notes().get("SUSPEND_CANCEL"))
-            if devices_released:
-                fast = False
-            if not fast:
-                self.resume_path = "recreate"
-                self._releaseDevices()
-                self.testDeviceComplete()
-                self.testvifsComplete()
-                self._resetChannels()
-                self._removeDom("control/shutdown")
-                self._removeDom("device-misc/vif/nextDeviceID")
-                self._createChannels()
-                self._introduceDomain()
-                self._storeDomDetails()
-                self._createDevices()
-            else:
-                self.resume_path = "fast"
-            self._record("xc.domain_resume", self.domid, fast)
-            if not fast and self.info.is_hvm():
-                raise RuntimeError("Cannot resume uncooperative HVM guests")
+            self.resume_path = resume_domain(self, devices_released)
             self._set_state("resumed")
         except Exception as exc:
             log.exception("resumeDomain failed on domain %s", self.domid)
             self.resume_error = exc
+
+    def xc_domain_resume(self, fast: bool) -> None:
+        self._record("xc.domain_resume", self.domid, fast)
 
     def getDeviceController(self, name: str) -> ModelDevController:
         if name not in self._controllers:

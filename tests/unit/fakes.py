@@ -9,6 +9,8 @@ integration tests.
 import sys
 import threading
 
+from fastmig_tools.models.resume31 import resume_domain
+
 
 class FakeXenstore(object):
     """A dict-backed xenstore with xend's xstransact/xswatch API.
@@ -351,24 +353,32 @@ class FakeDomInfo(object):
         if self.domid is None:
             return
         try:
-            fast = bool(self.info.get_notes().get("SUSPEND_CANCEL"))
-            if devices_released:
-                fast = False
-            if not fast:
-                self._releaseDevices()
-                self.testDeviceComplete()
-                self._note("testvifsComplete")
-                self._note("_resetChannels")
-                self._note("_createChannels")
-                self._note("_introduceDomain")
-                self._note("_storeDomDetails")
-                self._createDevices()
-            self._note("domain_resume:%d" % fast)
-            if not fast and self.info.is_hvm():
-                raise RuntimeError("Cannot resume uncooperative HVM guests")
+            resume_domain(self, devices_released)
             self.state = "resumed"
         except Exception:
             self.resume_errors.append(str(sys.exc_info()[1]))
+
+    # The steps of 3.1's re-creating resume that change nothing here.
+    def testvifsComplete(self):
+        self._note("testvifsComplete")
+
+    def _resetChannels(self):
+        self._note("_resetChannels")
+
+    def _removeDom(self, key):
+        self.store.remove("%s/%s" % (self.dompath, key))
+
+    def _createChannels(self):
+        self._note("_createChannels")
+
+    def _introduceDomain(self):
+        self._note("_introduceDomain")
+
+    def _storeDomDetails(self):
+        self._note("_storeDomDetails")
+
+    def xc_domain_resume(self, fast):
+        self._note("domain_resume:%d" % fast)
 
     def _createDevices(self):
         for devclass in ("vbd", "tap"):
