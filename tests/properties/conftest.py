@@ -61,8 +61,9 @@ def pytest_terminal_summary(terminalreporter):
     if tally.RUNS:
         terminalreporter.write_line(
             "fastmig property runs: %d handovers, %d with invariant "
-            "violations; the process could not run for %.1f s after "
-            "their images (at most %.2f s in one run), which their "
-            "deadlines' budget excuses"
-            % (tally.RUNS, tally.VIOLATING, tally.STALLED_SECONDS,
+            "violations (with the early release: %d, %d); the process "
+            "could not run for %.1f s after their images (at most %.2f s "
+            "in one run), which their deadlines' budget excuses"
+            % (tally.RUNS, tally.VIOLATING, tally.EARLY,
+               tally.EARLY_VIOLATING, tally.STALLED_SECONDS,
                tally.MOST_STALLED))

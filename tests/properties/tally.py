@@ -6,15 +6,24 @@ summary shows when the machine, not a handover, was slow."""
 
 RUNS = 0
 VIOLATING = 0
+# Of those, the handovers with the early release on (issue 12 asks for
+# at least 1000 of them, none violating).
+EARLY = 0
+EARLY_VIOLATING = 0
 STALLED_SECONDS = 0.0
 MOST_STALLED = 0.0
 
 
 def count(violations: list[str], out=None) -> None:
     global RUNS, VIOLATING, STALLED_SECONDS, MOST_STALLED
+    global EARLY, EARLY_VIOLATING
     RUNS += 1
     if violations:
         VIOLATING += 1
+    if out is not None and out.schedule.early_release:
+        EARLY += 1
+        if violations:
+            EARLY_VIOLATING += 1
     if out is not None:
         STALLED_SECONDS += out.stalled
         MOST_STALLED = max(MOST_STALLED, out.stalled)
