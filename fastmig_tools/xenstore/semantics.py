@@ -245,9 +245,14 @@ class Xen417Semantics(StoreSemantics):
 
 @dataclass
 class Xen31Transaction:
-    snapshot: dict[str, Node]        # the whole store, as of the start
+    # The whole store as of the start: a new dict of the committed nodes,
+    # which nobody changes in place (a change outside a transaction copies
+    # its node first); a node this transaction reads is copied into it
+    # then, so that the caller may change it.
+    snapshot: dict[str, Node]
     start_generation: int
     changes: dict[str, bool] = field(default_factory=dict)  # name -> recurse
+    own: set = field(default_factory=set)   # names copied into the snapshot
 
 
 class Xen31Semantics(StoreSemantics):
@@ -265,17 +270,26 @@ class Xen31Semantics(StoreSemantics):
     def begin(self) -> Xen31Transaction:
         # do_transaction_start: tdb_copy() of the whole database, so reads
         # inside see the store as it was then, whatever commits meanwhile.
-        return Xen31Transaction(
-            {name: node.copy() for name, node in self.nodes.items()},
-            self._generation)
+        # Its nodes are copied when first read: copying every node at
+        # every start held the harness's one CPU for seconds per run.
+        return Xen31Transaction(dict(self.nodes), self._generation)
 
     def read(self, tx, name):
-        store = self.nodes if tx is None else tx.snapshot
-        return store.get(name)
+        if tx is None:
+            return self.nodes.get(name)
+        node = tx.snapshot.get(name)
+        if node is not None and name not in tx.own:
+            node = node.copy()
+            tx.snapshot[name] = node
+            tx.own.add(name)
+        return node
 
     def write(self, tx, name, node):
-        store = self.nodes if tx is None else tx.snapshot
-        store[name] = node
+        if tx is None:
+            self.nodes[name] = node
+            return
+        tx.snapshot[name] = node
+        tx.own.add(name)
 
     def delete(self, tx, name):
         store = self.nodes if tx is None else tx.snapshot
