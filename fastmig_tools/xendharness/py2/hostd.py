@@ -18,6 +18,7 @@ xend's servers (XendDomain.domain_migrate, domain_save, ...), never
 anything below them.
 """
 
+import Queue
 import json
 import os
 import socket
@@ -277,6 +278,20 @@ def _serve(conn):
         conn.close()
 
 
+# More than the harness ever has open at once (a blocking migrate or
+# restore, its polls, a stack dump).
+CONTROL_WORKERS = 32
+
+
+def _work(connections):
+    while True:
+        conn = connections.get()
+        try:
+            _serve(conn)
+        except Exception:
+            traceback.print_exc()
+
+
 def main():
     if os.path.exists(CONTROL):
         os.unlink(CONTROL)
@@ -285,11 +300,22 @@ def main():
     server.listen(16)
     sys.stdout.write("ready %d\n" % os.getpid())
     sys.stdout.flush()
-    while True:
-        conn, _ = server.accept()
-        t = threading.Thread(target=_serve, args=(conn,), name="control")
+    # A fixed pool, started before xend forks anything: Python 2.7's
+    # fork child stops every other thread through that thread's own lock
+    # (threading._after_fork), and blocks for good on one held at the
+    # fork, as a thread starting or ending holds it.  A thread per
+    # connection (the harness polls several times a second) left one in
+    # three of test_save_to_file_and_restore's xc_restore children hung
+    # between fork and exec.
+    connections = Queue.Queue()
+    for _ in range(CONTROL_WORKERS):
+        t = threading.Thread(target=_work, args=(connections,),
+                             name="control")
         t.setDaemon(True)
         t.start()
+    while True:
+        conn, _ = server.accept()
+        connections.put(conn)
 
 
 main()
